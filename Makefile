@@ -1,0 +1,33 @@
+# Task file. On a fresh machine `make demo` and `make test` are all a user types:
+# both run the (idempotent) set-up first.
+PY := .venv/bin/python
+STAMPS := .venv/.lorsp-setup .venv-lava/.lorsp-setup
+DEMO_OUT ?= demo_out
+
+.PHONY: setup test test-fast demo bench lint format clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+demo: setup
+	.venv/bin/lorsp lava-check
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+clean:
+	rm -rf .venv .venv-lava .pytest_cache .ruff_cache .hypothesis $(DEMO_OUT)

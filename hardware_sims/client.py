@@ -1,0 +1,157 @@
+"""Main-side client of the Lava worker.
+
+The main environment cannot import Lava (Python 3.11, numpy 2); the worker runs in the Lava
+environment and is given only a NIR file and input arrays, so every run also proves that the NIR
+file is complete on its own. Every failure — missing environment, bad file, exception inside Lava,
+timeout, crash — reaches the caller as one :class:`LavaWorkerError` carrying the worker's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lorsp_neuro.errors import LorspError
+
+#: Environment variable that overrides the Lava interpreter.
+LAVA_PYTHON_ENV = "LORSP_LAVA_PYTHON"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECORDABLE = ("spikes", "v", "u")
+
+
+class LavaWorkerError(LorspError, RuntimeError):
+    """The Lava worker could not produce a result; the message says why."""
+
+
+@dataclass
+class LavaRunResult:
+    """What the worker recorded.
+
+    ``records[node][kind]`` is an array of shape ``(steps, *node_shape)`` for every recorded
+    neuron node and kind (``spikes``, ``v``, ``u``); ``status`` is the worker's JSON status
+    (wall time, versions, the mapping it applied).
+    """
+
+    records: dict[str, dict[str, np.ndarray]]
+    status: dict = field(default_factory=dict)
+
+    def spikes(self, node: str) -> np.ndarray:
+        return self.records[node]["spikes"]
+
+
+def lava_python() -> Path:
+    """The interpreter of the Lava environment: ``$LORSP_LAVA_PYTHON`` or ``.venv-lava``."""
+    override = os.environ.get(LAVA_PYTHON_ENV)
+    path = Path(override) if override else REPO_ROOT / ".venv-lava" / "bin" / "python"
+    if not path.exists():
+        raise LavaWorkerError(
+            f"Lava environment not found: {path} does not exist. Run `make setup` "
+            f"(or set {LAVA_PYTHON_ENV} to a Python 3.10 interpreter with lava-nc installed)."
+        )
+    return path
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    # Lava starts its own worker processes; the whole session group must go, not only the parent.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_lava(
+    graph_path: str | os.PathLike,
+    inputs: Mapping[str, np.ndarray],
+    steps: int,
+    record: Sequence[str] = ("spikes",),
+    *,
+    dt: float | None = None,
+    precision: str = "floating_pt",
+    timeout: float = 600.0,
+    python: str | os.PathLike | None = None,
+) -> LavaRunResult:
+    """Run a NIR graph in Lava for ``steps`` steps and return what was recorded.
+
+    ``inputs`` maps each NIR ``Input`` node name to an array of shape ``(steps, *input_shape)``.
+    ``dt`` defaults to the ``dt`` in the graph's metadata. The call is bounded by ``timeout``
+    seconds; temporary files are removed whatever happens.
+    """
+    if steps < 1:
+        raise LavaWorkerError(f"steps must be >= 1, got {steps}")
+    unknown = set(record) - set(RECORDABLE)
+    if unknown:
+        raise LavaWorkerError(f"cannot record {sorted(unknown)}; choose from {RECORDABLE}")
+    graph_path = Path(graph_path)
+    if not graph_path.is_file():
+        raise LavaWorkerError(f"NIR file not found: {graph_path}")
+    interpreter = Path(python) if python else lava_python()
+
+    workdir = Path(tempfile.mkdtemp(prefix="lorsp-lava-"))
+    try:
+        arrays = {name: np.asarray(value, dtype=np.float64) for name, value in inputs.items()}
+        np.savez(workdir / "inputs.npz", **arrays)
+        shutil.copyfile(graph_path, workdir / "graph.nir")
+        request = {
+            "graph": "graph.nir",
+            "inputs": "inputs.npz",
+            "steps": int(steps),
+            "record": list(record),
+            "dt": dt,
+            "precision": precision,
+        }
+        (workdir / "request.json").write_text(json.dumps(request))
+        env = dict(os.environ)
+        # The worker must find this checkout's hardware_sims even when the Lava env has no
+        # editable install of it (e.g. an interpreter given through LORSP_LAVA_PYTHON).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        try:
+            proc = subprocess.Popen(
+                [str(interpreter), "-m", "hardware_sims.worker", str(workdir)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=workdir,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise LavaWorkerError(f"cannot start the Lava worker {interpreter}: {exc}") from exc
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise LavaWorkerError(
+                f"Lava worker timed out after {timeout:g} s ({steps} steps of {graph_path.name})"
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        # Lava may leave runtime helpers behind after the parent exits.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        text = output.decode(errors="replace").strip()
+        status_file = workdir / "status.json"
+        if not status_file.exists():
+            tail = "\n".join(text.splitlines()[-20:])
+            raise LavaWorkerError(
+                f"Lava worker exited with code {proc.returncode} without a status:\n{tail}"
+            )
+        status = json.loads(status_file.read_text())
+        if not status.get("ok"):
+            raise LavaWorkerError(f"Lava worker failed: {status.get('error', 'unknown error')}")
+        records: dict[str, dict[str, np.ndarray]] = {}
+        with np.load(workdir / "result.npz") as result:
+            for key in result.files:
+                node, kind = key.rsplit("/", 1)
+                records.setdefault(node, {})[kind] = result[key]
+        return LavaRunResult(records=records, status=status)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

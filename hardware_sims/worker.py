@@ -1,0 +1,74 @@
+"""Lava-side worker: ``python -m hardware_sims.worker REQUEST_DIR``.
+
+Runs in the Lava environment (Python 3.10, numpy<2, no torch). ``REQUEST_DIR/request.json``
+names a NIR file and an ``.npz`` of inputs (``{input_node: (steps, *shape)}``), the number of
+steps, what to record (``spikes``, ``v``, ``u``), ``dt`` (``null``: the graph's metadata) and the
+precision (``floating_pt`` or ``fixed_pt``). The worker writes ``result.npz`` (keys
+``"<node>/<kind>"``, arrays ``(steps, *node_shape)``) and ``status.json``; the status is written on
+failure too, with the error message, and the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def handle(workdir: Path) -> dict:
+    """Serve one request in ``workdir``; return the status dictionary."""
+    from hardware_sims.lava_backend import simulate
+
+    request = json.loads((workdir / "request.json").read_text())
+    graph_file = workdir / request["graph"]
+    with np.load(workdir / request["inputs"]) as data:
+        inputs = {name: data[name] for name in data.files}
+    started = time.perf_counter()
+    records, info = simulate(
+        graph_file,
+        inputs,
+        steps=int(request["steps"]),
+        record=tuple(request.get("record", ("spikes",))),
+        dt=request.get("dt"),
+        precision=request.get("precision", "floating_pt"),
+    )
+    wall = time.perf_counter() - started
+    arrays = {
+        f"{node}/{kind}": value for node, kinds in records.items() for kind, value in kinds.items()
+    }
+    tmp = workdir / "result.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, workdir / "result.npz")
+    return {"ok": True, "wall_s": wall, **info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m hardware_sims.worker REQUEST_DIR", file=sys.stderr)
+        return 2
+    workdir = Path(argv[0])
+    try:
+        status = handle(workdir)
+    except Exception as exc:  # every failure must reach the client as a status, not a traceback
+        traceback.print_exc()
+        status = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    _write_json_atomically(workdir / "status.json", status)
+    sys.stdout.flush()
+    # Lava's runtime can leave non-daemon threads behind; exit without waiting for them.
+    os._exit(0 if status["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()

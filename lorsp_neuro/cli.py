@@ -1,0 +1,53 @@
+"""The ``lorsp`` command line: it only parses arguments and calls library functions.
+
+Each part of the toolkit contributes its subcommands through an ``add_commands(subparsers)``
+function listed in :data:`COMMAND_MODULES`; handlers import their heavy dependencies (torch, timm)
+only when run, so ``lorsp --help`` stays fast. A :class:`~lorsp_neuro.errors.LorspError` is
+printed as one line and exits with status 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lorsp_neuro import __version__
+from lorsp_neuro.errors import LorspError
+
+#: Modules with an ``add_commands(subparsers)`` function, in the order ``--help`` lists them.
+COMMAND_MODULES = ("lorsp_neuro.commands",)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorsp",
+        description="LoRSP: train spiking visual prompts, export them through NIR, run them in Lava.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lorsp-neuro {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(subparsers, _Formatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except LorspError as exc:
+        print(f"lorsp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lorsp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
