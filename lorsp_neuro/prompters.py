@@ -175,11 +175,10 @@ def create_prompter(name: str, image_size: int | tuple[int, int], **config_field
 def _as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         size = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and all(isinstance(s, int) for s in image_size):
+        size = tuple(image_size)
     else:
-        try:
-            size = tuple(int(s) for s in image_size)
-        except TypeError:
-            size = ()
+        size = ()
     if len(size) != 2 or min(size) < 1:
         raise ConfigError(f"image_size must be a positive int or (H, W), got {image_size!r}")
     return size
