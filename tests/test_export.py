@@ -25,8 +25,11 @@ from norse.torch.module.lif_box import LIFBoxParameters
 
 from exporters.export import EXPORTERS, NIRExportError, export_graph, export_sequential
 from exporters.layers import Scale, SumPool2d, Threshold
+from exporters.lorsp_export import export_lorsp
 from exporters.semantics import RESET_KEY
 from exporters.validate import write_nir
+from lorsp_neuro.cli import main as cli_main
+from lorsp_neuro.prompters import create_prompter
 
 DT = 2e-3
 TS, TM = 250.0, 125.0  # tau_syn_inv, tau_mem_inv (1/s)
@@ -230,3 +233,16 @@ def test_written_file_is_atomic_and_reads_without_warnings(tmp_path):
         warnings.simplefilter("error")
         graph = nir.read(str(path), type_check=True)
     assert graph.nodes["1"].tau_mem.shape == (2, 4, 4)
+
+
+def test_only_spiking_prompters_export():
+    with pytest.raises(NIRExportError, match="prompter 'lor_vp' has no spiking_core"):
+        export_lorsp(create_prompter("lor_vp", 8))
+
+
+def test_cli_help_has_examples(capsys):
+    for command in ("export", "nir-info"):
+        with pytest.raises(SystemExit) as exc:
+            cli_main([command, "--help"])
+        assert exc.value.code == 0
+        assert f"example:\n  lorsp {command} " in capsys.readouterr().out

@@ -7,6 +7,7 @@ a spike train of all zeros or all ones would agree by accident.
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import nir
@@ -37,6 +38,7 @@ from exporters.importer import import_nir
 from exporters.layers import Scale
 from exporters.lorsp_export import export_lorsp, prompt_from_nir, reference_spikes
 from exporters.semantics import NEURON_TYPES
+from lorsp_neuro.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter
 
 TAU_SYN_INV, TAU_MEM_INV = 150.0, 80.0
@@ -296,3 +298,46 @@ def test_lorsp_prompter_round_trip_gives_its_prompt(tmp_path, cell):
         torch.testing.assert_close(
             prompter(images).prompt.double(), rebuilt.prompt, atol=1e-6, rtol=0
         )
+
+
+@pytest.mark.slow
+def test_cli_exports_a_trained_run_that_rebuilds_its_prompt(tmp_path, capsys):
+    from lorsp_neuro.training import load_run, train
+
+    run_dir = tmp_path / "run"
+    train(
+        {
+            "prompter": "lorsp",
+            "prompter_options": {"steps": 4, "descriptor_pool": 2, "alpha_init": 0.2},
+            "backbone": "timm:test_resnet",
+            "pretrained": False,
+            "dataset": "digits",
+            "train_size": 32,
+            "val_size": 16,
+            "test_size": 16,
+            "image_size": 8,
+            "epochs": 1,
+            "batch_size": 16,
+            "progress": False,
+            "out": str(run_dir),
+        }
+    )
+    path, report_path = tmp_path / "prompter.nir", tmp_path / "export.json"
+    argv = ["export", str(run_dir), "-o", str(path), "--verify", "2", "--json", str(report_path)]
+    assert cli_main(argv) == 0
+    assert "spike trains and prompt match" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["verify"]["matches"] and report["verify"]["spikes"]["on"] > 0
+    assert report["totals"]["spiking_neurons"] == 2 + 2 * 3 * 8 * 8
+
+    model, _ = load_run(run_dir)
+    images = torch.rand(2, 3, 8, 8)
+    *_, prompt = reference_spikes(model.prompter, images)
+    assert torch.equal(prompt_from_nir(path, images).prompt, prompt)
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    assert cli_main(["export", str(tmp_path / "no-run"), "-o", str(tmp_path / "x.nir")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no-run" in err
+    assert not (tmp_path / "x.nir").exists()
