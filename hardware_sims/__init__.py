@@ -6,6 +6,12 @@ numpy<2, no torch) runs :mod:`hardware_sims.worker`. Nothing here imports torch 
 package import time.
 """
 
-from hardware_sims.client import LavaRunResult, LavaWorkerError, lava_python, run_lava
+from hardware_sims.client import (
+    LavaRunResult,
+    LavaWorkerError,
+    lava_python,
+    run_lava,
+    run_lava_images,
+)
 
-__all__ = ["LavaRunResult", "LavaWorkerError", "lava_python", "run_lava"]
+__all__ = ["LavaRunResult", "LavaWorkerError", "lava_python", "run_lava", "run_lava_images"]

@@ -37,9 +37,10 @@ class LavaWorkerError(LorspError, RuntimeError):
 class LavaRunResult:
     """What the worker recorded.
 
-    ``records[node][kind]`` is an array of shape ``(steps, *node_shape)`` for every recorded
-    neuron node and kind (``spikes``, ``v``, ``u``); ``status`` is the worker's JSON status
-    (wall time, versions, the mapping it applied).
+    ``records[node][kind]`` is an array for every neuron node and recorded kind (``spikes``,
+    ``v``, ``u``): ``(steps, *node_shape)`` in Lava's time base from :func:`run_lava`,
+    ``(images, steps, *node_shape)`` aligned from :func:`run_lava_images`; ``status`` is the
+    worker's JSON status (wall and run times, versions, delays, the mapping it applied).
     """
 
     records: dict[str, dict[str, np.ndarray]]
@@ -82,12 +83,57 @@ def run_lava(
     """Run a NIR graph in Lava for ``steps`` steps and return what was recorded.
 
     ``inputs`` maps each NIR ``Input`` node name to an array of shape ``(steps, *input_shape)``.
-    ``dt`` defaults to the ``dt`` in the graph's metadata. The call is bounded by ``timeout``
-    seconds; temporary files are removed whatever happens.
+    Records are in Lava's time base: node ``n`` runs ``status["delays"][n]`` steps behind the
+    discrete model. ``dt`` defaults to the ``dt`` in the graph's metadata. The call is bounded by
+    ``timeout`` seconds; temporary files are removed whatever happens.
     """
+    request = {
+        "mode": "raw",
+        "steps": steps,
+        "record": list(record),
+        "dt": dt,
+        "precision": precision,
+    }
+    return _call_worker(graph_path, inputs, request, timeout, python)
+
+
+def run_lava_images(
+    graph_path: str | os.PathLike,
+    inputs: Mapping[str, np.ndarray],
+    steps: int,
+    record: Sequence[str] = ("spikes",),
+    *,
+    dt: float | None = None,
+    precision: str = "floating_pt",
+    input_ranges: Mapping[str, float] | None = None,
+    timeout: float = 600.0,
+    python: str | os.PathLike | None = None,
+) -> LavaRunResult:
+    """Run several images through a NIR graph in one Lava worker call, aligned to the discrete model.
+
+    ``inputs[name]`` has shape ``(images, steps, *input_shape)``; ``records[node][kind]`` has shape
+    ``(images, steps, *node_shape)`` and step ``s`` is step ``s`` of the discrete model (Lava's
+    one-step delay per connection removed; images run back to back with a state reset, see
+    :mod:`hardware_sims.plan`). ``v``/``u`` are in the graph's float units for both precisions.
+    ``input_ranges`` bounds ``|x|`` per input for the ``fixed_pt`` payload (default: the data's
+    largest value).
+    """
+    request = {
+        "mode": "images",
+        "steps": steps,
+        "record": list(record),
+        "dt": dt,
+        "precision": precision,
+        "input_ranges": dict(input_ranges) if input_ranges else None,
+    }
+    return _call_worker(graph_path, inputs, request, timeout, python)
+
+
+def _call_worker(graph_path, inputs, request: dict, timeout: float, python) -> LavaRunResult:
+    steps = request["steps"]
     if steps < 1:
         raise LavaWorkerError(f"steps must be >= 1, got {steps}")
-    unknown = set(record) - set(RECORDABLE)
+    unknown = set(request["record"]) - set(RECORDABLE)
     if unknown:
         raise LavaWorkerError(f"cannot record {sorted(unknown)}; choose from {RECORDABLE}")
     graph_path = Path(graph_path)
@@ -100,14 +146,7 @@ def run_lava(
         arrays = {name: np.asarray(value, dtype=np.float64) for name, value in inputs.items()}
         np.savez(workdir / "inputs.npz", **arrays)
         shutil.copyfile(graph_path, workdir / "graph.nir")
-        request = {
-            "graph": "graph.nir",
-            "inputs": "inputs.npz",
-            "steps": int(steps),
-            "record": list(record),
-            "dt": dt,
-            "precision": precision,
-        }
+        request = {**request, "graph": "graph.nir", "inputs": "inputs.npz", "steps": int(steps)}
         (workdir / "request.json").write_text(json.dumps(request))
         env = dict(os.environ)
         # The worker must find this checkout's hardware_sims even when the Lava env has no

@@ -1,176 +1,132 @@
 """NIR → Lava mapping and simulation (Lava environment only: imports lava, never torch).
 
-Each NIR node type has a mapper in :data:`SYNAPSE_MAPPERS` (graded connections: a weight matrix
-and a bias) or is a neuron (``LIF``, ``CubaLIF``, ``IF``) stepped with the coefficients of
-:func:`exporters.semantics.discretize`, which are exactly the state equations of Lava's ``LIF``
-process. Every population is flattened to 1-D in C order; records are reshaped back.
+The network is planned in numpy by :mod:`hardware_sims.plan` (neuron groups, composed synapses,
+time windows, graded sources; read its module doc for every mapping decision) and, for
+``fixed_pt``, quantized by :mod:`hardware_sims.quantize`. This module only instantiates Lava
+processes from the plan, runs them and reads the records back:
 
-Mapping decisions (each one exact for floating point):
-
-* A connection ``source → [Flatten/Affine/Linear/Scale …] → neuron`` becomes one Lava ``Dense``
-  (``Sparse`` for the one-to-one ``Scale``) whose weights are the composed matrix times the
-  neuron's input gain. Lava delays every ``Dense`` by one step, so a neuron ``k`` connections deep
-  runs ``k`` steps behind the discrete NIR model; :func:`simulate` returns the raw Lava records and
-  reports each node's ``delay`` so the caller can align them.
-* An ``Affine`` bias is a constant source feeding its own ``Dense`` (delayed like the weights), not
-  the neuron's ``bias_mant`` (which would skip the synaptic current and the delay).
-* A non-zero ``v_reset`` is handled by shifting the voltage: Lava resets to 0.
-* Lava holds ``du``, ``dv`` and ``vth`` once per population: a node whose values differ across
-  neurons is rejected with :class:`LavaMappingError` naming the node and the parameter.
+* a neuron group is a Lava ``LIFReset`` whose ``reset_interval`` is the image length ``T``: images
+  run back to back in one Lava run, each group reset at the start of its own window;
+* a synapse is a ``Dense``, a ``Sparse`` (mostly-zero matrices such as ``Scale``'s diagonal) or,
+  in floating point, a Lava ``Conv`` for a lone ``Conv2d`` (NIR/torch ``(C, H, W)`` is reshaped and
+  transposed to Lava's ``(X, Y, C) = (W, H, C)`` on the ports, and the kernel is flipped because
+  Lava convolves where torch correlates). Lava 0.10.0's fixed-point ``Conv`` ignores
+  ``weight_exp``, so in ``fixed_pt`` a ``Conv2d`` runs as its ``Sparse`` matrix;
+* graded sources are ``RingBuffer`` s (``lava.proc.io.source``);
+* records stream to files through :mod:`hardware_sims.lava_procs.recorder` (Lava's ``Monitor``
+  reads back one value per message: minutes for a 224 × 224 prompter).
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-import nir
 import numpy as np
 import scipy.sparse
 
-from exporters.semantics import DT_KEY, NEURON_TYPES, discretize
+from hardware_sims.graph import GraphError, analyse, load_graph
+from hardware_sims.plan import (
+    LavaPlan,
+    assemble,
+    build_plan,
+    check_inputs,
+    source_data,
+    source_width,
+)
+from hardware_sims.quantize import FixedPlan, quantize_plan, reset_pulse_current
 from lorsp_neuro.errors import LorspError
 
-SUPPORTED_PRECISIONS = ("floating_pt",)
+SUPPORTED_PRECISIONS = ("floating_pt", "fixed_pt")
+RECORDABLE = ("spikes", "v", "u")
+#: Graded input values held by the RingBuffers of one Lava run; more images run in chunks.
+MAX_RUN_VALUES = 40_000_000
+#: A matrix with fewer non-zeros than this fraction runs as Lava ``Sparse``.
+SPARSE_DENSITY = 0.25
 
 
 class LavaMappingError(LorspError, ValueError):
-    """A NIR graph cannot be mapped to Lava; the message names the node and the reason."""
+    """A NIR graph or request cannot be mapped to Lava; the message names the node and reason."""
 
 
-@dataclass
-class Synapse:
-    """A graded connection from a spike source (input or neuron) to a neuron, flattened."""
-
-    weight: np.ndarray | scipy.sparse.spmatrix  # (n_out, n_in)
-    bias: np.ndarray | None  # (n_out,)
-
-
-def _dense(weight: np.ndarray) -> Synapse:
-    return Synapse(np.asarray(weight, dtype=np.float64), None)
-
-
-def _affine(node: nir.Affine) -> Synapse:
-    return Synapse(np.asarray(node.weight, np.float64), np.asarray(node.bias, np.float64).ravel())
-
-
-def _linear(node: nir.Linear) -> Synapse:
-    return _dense(node.weight)
-
-
-def _scale(node: nir.Scale) -> Synapse:
-    scale = np.asarray(node.scale, np.float64).ravel()
-    return Synapse(scipy.sparse.diags(scale, format="csr"), None)
-
-
-#: NIR synapse type → mapper returning the (flattened) weight matrix and bias.
-SYNAPSE_MAPPERS = {nir.Affine: _affine, nir.Linear: _linear, nir.Scale: _scale}
-PASS_THROUGH = (nir.Flatten,)
-
-
-def _compose(outer: Synapse, inner: Synapse) -> Synapse:
-    weight = outer.weight @ inner.weight
-    bias = outer.bias
-    if inner.bias is not None:
-        carried = outer.weight @ inner.bias
-        bias = carried if bias is None else bias + carried
-    return Synapse(weight, bias)
-
-
-def _numel(shape) -> int:
-    return int(np.prod(np.asarray(shape, dtype=np.int64))) if len(np.atleast_1d(shape)) else 1
-
-
-def _input_shape(node: nir.Input) -> tuple[int, ...]:
-    (shape,) = node.input_type.values()
-    return tuple(int(s) for s in np.atleast_1d(shape))
-
-
-def _uniform(node_name: str, param: str, values: np.ndarray) -> float:
-    flat = np.asarray(values, np.float64).ravel()
-    if flat.size and not np.all(flat == flat[0]):
+def _check_request(precision: str, record) -> None:
+    if precision not in SUPPORTED_PRECISIONS:
         raise LavaMappingError(
-            f"node '{node_name}': Lava's LIF holds one {param} per population, but the values "
-            f"differ across neurons (min {flat.min():g}, max {flat.max():g}); split the node"
+            f"precision '{precision}' is not supported; use one of {SUPPORTED_PRECISIONS}"
         )
-    return float(flat[0])
+    unknown = set(record) - set(RECORDABLE)
+    if unknown:
+        raise LavaMappingError(f"cannot record {sorted(unknown)}; choose from {RECORDABLE}")
 
 
-class _Graph:
-    def __init__(self, graph: nir.NIRGraph):
-        self.nodes = graph.nodes
-        self.preds: dict[str, list[str]] = {name: [] for name in graph.nodes}
-        for src, dst in graph.edges:
-            for end in (src, dst):
-                if end not in graph.nodes:
-                    raise LavaMappingError(f"edge ({src} → {dst}) names unknown node '{end}'")
-            self.preds[dst].append(src)
-        for name, node in graph.nodes.items():
-            if isinstance(node, nir.NIRGraph):
-                raise LavaMappingError(
-                    f"node '{name}': nested NIR graphs are not supported; flatten it"
-                )
-            known = (nir.Input, nir.Output, *SYNAPSE_MAPPERS, *PASS_THROUGH)
-            if not isinstance(node, known) and type(node).__name__ not in NEURON_TYPES:
-                raise LavaMappingError(
-                    f"node '{name}': NIR type {type(node).__name__} has no Lava mapping "
-                    f"(supported: Input, Output, {', '.join(t.__name__ for t in SYNAPSE_MAPPERS)}, "
-                    f"Flatten, {', '.join(NEURON_TYPES)})"
-                )
-
-    def is_source(self, name: str) -> bool:
-        node = self.nodes[name]
-        return isinstance(node, nir.Input) or type(node).__name__ in NEURON_TYPES
-
-    def incoming(
-        self, name: str, seen: frozenset = frozenset()
-    ) -> list[tuple[str, Synapse | None]]:
-        """Spike sources reaching ``name`` and the composed synapse on the way (None: identity)."""
-        result = []
-        for pred in self.preds[name]:
-            if pred in seen:
-                raise LavaMappingError(f"node '{pred}': a cycle without a neuron cannot be mapped")
-            node = self.nodes[pred]
-            if self.is_source(pred):
-                result.append((pred, None))
-                continue
-            if isinstance(node, nir.Output):
-                raise LavaMappingError(f"node '{pred}': an Output node cannot feed another node")
-            upstream = self.incoming(pred, seen | {pred})
-            mapper = SYNAPSE_MAPPERS.get(type(node))
-            for source, syn in upstream:
-                if mapper is None:  # pass-through (Flatten): C-order flattening is the identity
-                    result.append((source, syn))
-                else:
-                    own = mapper(node)
-                    result.append((source, own if syn is None else _compose(own, syn)))
-        return result
+def _prepare(graph_file, steps: int, dt):
+    graph = load_graph(graph_file)
+    model = analyse(graph, dt)
+    return model, build_plan(model, steps)
 
 
-def _delays(g: _Graph, neurons: list[str]) -> dict[str, int]:
-    """Steps by which Lava runs behind the discrete NIR model, per neuron node."""
-    delays: dict[str, int] = {}
+def simulate_images(
+    graph_file: str | Path,
+    inputs: Mapping[str, np.ndarray],
+    steps: int,
+    record: tuple[str, ...] = ("spikes",),
+    dt: float | None = None,
+    precision: str = "floating_pt",
+    input_ranges: Mapping[str, float] | None = None,
+):
+    """Run images back to back; return ``(records, info)`` aligned to the discrete model.
 
-    def delay(name: str, stack: frozenset) -> int:
-        if isinstance(g.nodes[name], nir.Input):
-            return 0
-        if name in delays:
-            return delays[name]
-        if name in stack:  # recurrent loop: its delay is that of its feed-forward path
-            return 0
-        values = {delay(src, stack | {name}) + 1 for src, _ in g.incoming(name)}
-        if len(values) > 1:
-            raise LavaMappingError(
-                f"node '{name}': its inputs arrive through paths of different depth {sorted(values)}; "
-                "Lava's per-Dense delay would misalign them"
-            )
-        delays[name] = values.pop() if values else 0
-        return delays[name]
-
-    for name in neurons:
-        delay(name, frozenset())
-    return delays
+    ``inputs[name]`` has shape ``(images, steps, *shape)``; ``records[node][kind]`` has shape
+    ``(images, steps, *node_shape)``: step ``s`` of ``records`` is step ``s`` of the discrete
+    model, Lava's per-connection delay already taken out. ``v`` and ``u`` are in the graph's
+    float units in both precisions. ``input_ranges`` (``fixed_pt`` only) bounds ``|x|`` per input
+    for the payload quantization; by default the largest value in ``inputs``.
+    """
+    _check_request(precision, record)
+    model, plan = _prepare(graph_file, steps, dt)
+    images = check_inputs(plan, inputs)
+    fixed = None
+    if precision == "fixed_pt":
+        ranges = {n: float(np.max(np.abs(inputs[n]), initial=0.0)) for n in plan.input_shapes}
+        ranges.update(input_ranges or {})
+        fixed = quantize_plan(plan, ranges)
+    width = sum(source_width(plan, k) for k in plan.sources) or 1
+    chunk = max(1, min(images, MAX_RUN_VALUES // (width * (steps + plan.max_depth))))
+    started = time.perf_counter()
+    parts: list[dict] = []
+    timings = []
+    for first in range(0, images, chunk):
+        count = min(chunk, images - first)
+        part_inputs = {n: np.asarray(inputs[n])[first : first + count] for n in plan.input_shapes}
+        per_group, timing = _run(plan, fixed, part_inputs, count, plan.total_steps(count), record)
+        timings.append(timing)
+        parts.append(
+            {
+                pop: {
+                    kind: assemble(plan, pop, {g: per_group[g][kind] for g in groups}, count)
+                    for kind in record
+                }
+                for pop, groups in plan.by_population.items()
+            }
+        )
+    records = {
+        pop: {kind: np.concatenate([p[pop][kind] for p in parts]) for kind in record}
+        for pop in plan.by_population
+    }
+    _to_float_units(plan, fixed, records)
+    info = _info(model, plan, fixed, precision)
+    info.update(
+        images=images,
+        steps=steps,
+        lava_steps=sum(t["lava_steps"] for t in timings),
+        lava_runs=len(timings),
+        build_s=sum(t["build_s"] for t in timings),
+        run_s=sum(t["run_s"] for t in timings),
+        simulate_s=time.perf_counter() - started,
+    )
+    return records, info
 
 
 def simulate(
@@ -181,132 +137,245 @@ def simulate(
     dt: float | None = None,
     precision: str = "floating_pt",
 ):
-    """Run ``graph_file`` in Lava; return ``(records, info)``.
+    """Run one input sequence for exactly ``steps`` Lava steps; records in Lava's time base.
 
-    ``records[node][kind]`` has shape ``(steps, *node_shape)`` for every neuron node, in Lava's own
-    time base (see ``info["delays"]``).
+    ``inputs[name]`` has shape ``(steps, *shape)``; ``records[node][kind]`` has shape
+    ``(steps, *node_shape)`` and node ``n`` runs ``info["delays"][n]`` steps behind the discrete
+    model (the caller aligns). Prefer :func:`simulate_images`, which aligns and batches.
     """
+    _check_request(precision, record)
+    model, plan = _prepare(graph_file, steps, dt)
+    batch = {}
+    for name, shape in plan.input_shapes.items():
+        if name not in inputs:
+            raise LavaMappingError(f"no input array given for Input node '{name}'")
+        data = np.asarray(inputs[name], dtype=np.float64)
+        if data.shape[0] != steps or data[0].size != int(np.prod(shape)):
+            raise LavaMappingError(
+                f"input '{name}' has shape {data.shape}; expected ({steps}, "
+                f"{', '.join(map(str, shape))})"
+            )
+        batch[name] = data[None]
+    check_inputs(plan, batch)
+    fixed = None
+    if precision == "fixed_pt":
+        fixed = quantize_plan(
+            plan, {n: float(np.max(np.abs(batch[n]), initial=0.0)) for n in plan.input_shapes}
+        )
+    per_group, timing = _run(plan, fixed, batch, 1, steps, record)
+    records = {}
+    for pop, groups in plan.by_population.items():
+        records[pop] = {}
+        for kind in record:
+            first = per_group[groups[0]][kind]
+            flat = np.zeros((steps, int(np.prod(plan.population_shapes[pop]))), first.dtype)
+            for gname in groups:
+                flat[:, plan.groups[gname].index] = per_group[gname][kind]
+            records[pop][kind] = flat.reshape(steps, *plan.population_shapes[pop])
+    _to_float_units(plan, fixed, records, raw=True)
+    info = _info(model, plan, fixed, precision)
+    info.update(timing)
+    return records, info
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _components(plan: LavaPlan) -> list[list[str]]:
+    """Groups connected through synapses (Lava compiles only what is connected to ``run``)."""
+    parent = {name: name for name in (*plan.groups, *plan.sources)}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for syn in plan.synapses:
+        parent[find(syn.source)] = find(syn.target)
+    components: dict[str, list[str]] = {}
+    for name in plan.groups:
+        components.setdefault(find(name), []).append(name)
+    return list(components.values())
+
+
+def _lava_weights(weight) -> tuple[str, object]:
+    n_values = weight.shape[0] * weight.shape[1]
+    nnz = weight.count_nonzero() if scipy.sparse.issparse(weight) else np.count_nonzero(weight)
+    if nnz < SPARSE_DENSITY * n_values:
+        return "sparse", scipy.sparse.csr_matrix(weight)
+    dense = weight.toarray() if scipy.sparse.issparse(weight) else np.asarray(weight)
+    return "dense", dense
+
+
+def _run(plan: LavaPlan, fixed: FixedPlan | None, inputs, images: int, total: int, record):
+    """Build and run every connected component; return per-group ``(total, size)`` records."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
-    from lava.proc.lif.process import LIF
-    from lava.proc.monitor.process import Monitor
+    from lava.proc.lif.process import LIFReset
     from lava.proc.sparse.process import Sparse
 
-    if precision not in SUPPORTED_PRECISIONS:
-        raise LavaMappingError(
-            f"precision '{precision}' is not supported; use {SUPPORTED_PRECISIONS}"
-        )
-    graph = nir.read(str(graph_file))
-    if dt is None:
-        if DT_KEY not in graph.metadata:
-            raise LavaMappingError("the graph's metadata has no 'dt'; pass dt explicitly")
-        dt = float(np.asarray(graph.metadata[DT_KEY]))
-    g = _Graph(graph)
+    from hardware_sims.lava_procs.recorder import GroupRecorder
 
-    sources = {}
-    for name, node in graph.nodes.items():
-        if not isinstance(node, nir.Input):
-            continue
-        if name not in inputs:
-            raise LavaMappingError(f"no input array given for Input node '{name}'")
-        data = np.asarray(inputs[name], dtype=np.float64)
-        shape = _input_shape(node)
-        if data.shape[0] != steps or _numel(data.shape[1:]) != _numel(shape):
-            raise LavaMappingError(
-                f"input '{name}' has shape {data.shape}; expected ({steps}, {', '.join(map(str, shape))})"
-            )
-        if not np.all(np.isfinite(data)):
-            raise LavaMappingError(f"input '{name}' contains NaN or Inf")
-        sources[name] = RingBuffer(data=data.reshape(steps, -1).T.copy())
-
-    neurons = [n for n, node in graph.nodes.items() if type(node).__name__ in NEURON_TYPES]
-    if not neurons:
-        raise LavaMappingError("the graph has no spiking neuron node (LIF, CubaLIF, IF)")
-    coeffs, shapes, lif, shifts = {}, {}, {}, {}
-    for name in neurons:
-        c = discretize(graph.nodes[name], dt, name)
-        coeffs[name], shapes[name] = c, c.shape
-        du, dv = _uniform(name, "du", c.du), _uniform(name, "dv", c.dv)
-        vth = _uniform(name, "v_threshold", c.v_threshold)
-        reset = _uniform(name, "v_reset", c.v_reset)
-        shifts[name] = reset
-        n = _numel(c.shape)
-        lif[name] = LIF(
-            shape=(n,),
-            du=du,
-            dv=dv,
-            vth=vth - reset,
-            v=-reset,
-            bias_mant=(c.bias - dv * reset).ravel(),
-            name=name,
-        )
-
-    keep_alive = []  # Lava processes must outlive the run
-    constant = None
-    for name in neurons:
-        gain = coeffs[name].input_gain.ravel()
-        n_out = gain.size
-        for source, syn in g.incoming(name):
-            src_port = sources[source].s_out if source in sources else lif[source].s_out
-            n_in = (
-                _numel(_input_shape(graph.nodes[source]))
-                if source in sources
-                else _numel(shapes[source])
-            )
-            syn = syn or Synapse(scipy.sparse.identity(n_in, format="csr"), None)
-            if syn.weight.shape != (n_out, n_in):
-                raise LavaMappingError(
-                    f"node '{name}': weights from '{source}' have shape {syn.weight.shape}, "
-                    f"expected ({n_out}, {n_in})"
+    precision = "fixed_pt" if fixed is not None else "floating_pt"
+    state_dtype = "int32" if fixed is not None else "float64"
+    build_s = run_s = 0.0
+    per_group: dict[str, dict[str, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory(prefix="lorsp-lava-rec-") as scratch:
+        for component in _components(plan):
+            started = time.perf_counter()
+            members = set(component)
+            lif = {}
+            for name in component:
+                g = plan.groups[name]
+                common = dict(
+                    shape=(g.size,),
+                    reset_interval=plan.steps,
+                    reset_offset=(g.depth + 1) % plan.steps,
+                    name=name,
                 )
-            if scipy.sparse.issparse(syn.weight):
-                conn = Sparse(
-                    weights=scipy.sparse.diags(gain) @ syn.weight.tocsr(), num_message_bits=24
+                if fixed is None:
+                    lif[name] = LIFReset(du=g.du, dv=g.dv, vth=g.vth, bias_mant=g.bias, **common)
+                else:
+                    q = fixed.groups[name]
+                    lif[name] = LIFReset(
+                        du=q.du,
+                        dv=q.dv,
+                        vth=q.vth,
+                        bias_mant=q.bias_mant,
+                        bias_exp=q.bias_exp,
+                        **common,
+                    )
+            rings = {}
+            keep = []  # Lava processes must outlive the run
+            for index, syn in enumerate(plan.synapses):
+                if syn.target not in members:
+                    continue
+                if syn.graded:
+                    if syn.source not in rings:
+                        data = source_data(plan, syn.source, inputs, images, total)
+                        if fixed is not None:
+                            data = fixed.payload(syn.source, data)
+                        rings[syn.source] = RingBuffer(data=data)
+                    src_port = rings[syn.source].s_out
+                else:
+                    src_port = lif[syn.source].s_out
+                bits = 24 if syn.graded else 0
+                if syn.conv is not None and fixed is None and syn.conv.symmetric_padding:
+                    from lava.proc.conv.process import Conv  # imports scipy.signal: 1.5 s
+
+                    geom = syn.conv
+                    c, h, w = geom.in_shape
+                    conv = Conv(
+                        weight=geom.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).copy(),
+                        input_shape=(w, h, c),
+                        padding=(geom.padding[1][0], geom.padding[0][0]),
+                        stride=geom.stride[::-1],
+                        dilation=geom.dilation[::-1],
+                        groups=geom.groups,
+                        num_message_bits=bits,
+                    )
+                    src_port.reshape((c, h, w)).transpose((2, 1, 0)).connect(conv.s_in)
+                    n_out = int(np.prod(geom.out_shape))
+                    conv.a_out.transpose((2, 1, 0)).reshape((n_out,)).connect(lif[syn.target].a_in)
+                    keep.append(conv)
+                    continue
+                if fixed is None:
+                    kind, weight = _lava_weights(syn.weight)
+                    extra = {}
+                else:
+                    kind, weight = _lava_weights(fixed.synapses[index].weight)
+                    extra = {"weight_exp": fixed.synapses[index].weight_exp, "num_weight_bits": 8}
+                cls = Sparse if kind == "sparse" else Dense
+                conn = cls(weights=weight, num_message_bits=bits, **extra)
+                src_port.connect(conn.s_in)
+                conn.a_out.connect(lif[syn.target].a_in)
+                keep.append(conn)
+            files = {}
+            for name in component:
+                paths = {kind: str(Path(scratch) / f"{name}.{kind}.npy") for kind in record}
+                dtypes = {k: "bool" if k == "spikes" else state_dtype for k in record}
+                keep.append(
+                    GroupRecorder(
+                        spikes=lif[name].s_out,
+                        states={k: getattr(lif[name], k) for k in record if k != "spikes"},
+                        paths=paths,
+                        dtypes=dtypes,
+                        num_steps=total,
+                    )
                 )
-            else:
-                conn = Dense(weights=syn.weight * gain[:, None], num_message_bits=24)
-            src_port.connect(conn.s_in)
-            conn.a_out.connect(lif[name].a_in)
-            keep_alive.append(conn)
-            if syn.bias is not None and np.any(syn.bias != 0):
-                if constant is None:
-                    constant = RingBuffer(data=np.ones((1, steps)))
-                bias_conn = Dense(weights=(syn.bias * gain)[:, None], num_message_bits=24)
-                constant.s_out.connect(bias_conn.s_in)
-                bias_conn.a_out.connect(lif[name].a_in)
-                keep_alive.append(bias_conn)
+                files.update({(name, kind): path for kind, path in paths.items()})
+            anchor = lif[component[0]]
+            build_s += time.perf_counter() - started
+            started = time.perf_counter()
+            try:
+                anchor.run(
+                    condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag=precision)
+                )
+            finally:
+                anchor.stop()
+            run_s += time.perf_counter() - started
+            for (name, kind), path in files.items():
+                per_group.setdefault(name, {})[kind] = np.array(np.load(path, mmap_mode="r"))
+    timing = {"build_s": build_s, "run_s": run_s, "lava_steps": total}
+    return per_group, timing
 
-    monitors = {}
-    for name in neurons:
-        for kind in record:
-            mon = Monitor()
-            target = lif[name].s_out if kind == "spikes" else getattr(lif[name], kind)
-            mon.probe(target=target, num_steps=steps)
-            monitors[(name, kind)] = mon
 
-    anchor = lif[neurons[0]]
-    anchor.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag=precision))
-    try:
-        records: dict[str, dict[str, np.ndarray]] = {}
-        for (name, kind), mon in monitors.items():
-            data = mon.get_data()[lif[name].name]
-            key = "s_out" if kind == "spikes" else kind
-            values = np.asarray(data[key], dtype=np.float64).reshape(steps, *shapes[name])
-            if kind == "v":
-                values = values + shifts[name]
-            records.setdefault(name, {})[kind] = values
-    finally:
-        anchor.stop()
+def _to_float_units(plan: LavaPlan, fixed: FixedPlan | None, records, raw: bool = False) -> None:
+    """Undo the v_reset shift, the fixed-point scale and the reset pulse in ``u`` (in place)."""
+    for pop, groups in plan.by_population.items():
+        kinds = records[pop]
+        for kind in ("v", "u"):
+            if kind not in kinds:
+                continue
+            flat = kinds[kind].astype(np.float64).reshape(*kinds[kind].shape[: 1 if raw else 2], -1)
+            for gname in groups:
+                g = plan.groups[gname]
+                scale = fixed.groups[gname].scale if fixed is not None else 1.0
+                flat[..., g.index] /= scale
+                if kind == "v":
+                    flat[..., g.index] += g.v_reset
+                elif gname in plan.pulse_weights and not raw:
+                    flat[:, 0, g.index] -= reset_pulse_current(plan, fixed, gname)
+            kinds[kind] = flat.reshape(kinds[kind].shape)
+        if "spikes" in kinds:
+            kinds["spikes"] = kinds["spikes"].astype(bool)
+
+
+def _info(model, plan: LavaPlan, fixed: FixedPlan | None, precision: str) -> dict:
     info = {
-        "dt": dt,
+        "dt": model.dt,
         "precision": precision,
-        "delays": _delays(g, neurons),
-        "neurons": {n: list(shapes[n]) for n in neurons},
+        "delays": {p: model.depth[p] for p in model.populations},
+        "neurons": {p: list(s) for p, s in plan.population_shapes.items()},
+        "groups": {p: len(g) for p, g in plan.by_population.items()},
+        "synapses": [
+            {
+                "source": s.source,
+                "target": s.target,
+                "graded": s.graded,
+                "lava": "Conv"
+                if s.conv is not None and fixed is None and s.conv.symmetric_padding
+                else ("Sparse" if _lava_weights(s.weight)[0] == "sparse" else "Dense"),
+                "path": s.label,
+            }
+            for s in plan.synapses
+        ],
+        "unused_nodes": model.unused,
         "lava_version": _lava_version(),
     }
-    return records, info
+    if fixed is not None:
+        info["fixed_point"] = {
+            "groups": {
+                n: {"scale": q.scale, "du": q.du, "dv": q.dv, "vth": q.vth}
+                for n, q in fixed.groups.items()
+            },
+            "weight_exp": [q.weight_exp for q in fixed.synapses],
+            "payload_scales": fixed.source_scales,
+        }
+    return info
 
 
 def _lava_version() -> str:
@@ -316,3 +385,6 @@ def _lava_version() -> str:
         return version("lava-nc")
     except PackageNotFoundError:
         return "unknown"
+
+
+__all__ = ["GraphError", "LavaMappingError", "simulate", "simulate_images"]

@@ -1,11 +1,19 @@
 """Lava-side worker: ``python -m hardware_sims.worker REQUEST_DIR``.
 
 Runs in the Lava environment (Python 3.10, numpy<2, no torch). ``REQUEST_DIR/request.json``
-names a NIR file and an ``.npz`` of inputs (``{input_node: (steps, *shape)}``), the number of
-steps, what to record (``spikes``, ``v``, ``u``), ``dt`` (``null``: the graph's metadata) and the
-precision (``floating_pt`` or ``fixed_pt``). The worker writes ``result.npz`` (keys
-``"<node>/<kind>"``, arrays ``(steps, *node_shape)``) and ``status.json``; the status is written on
-failure too, with the error message, and the exit code is non-zero.
+names a NIR file and an ``.npz`` of inputs, the number of steps, what to record (``spikes``, ``v``,
+``u``), ``dt`` (``null``: the graph's metadata), the precision (``floating_pt`` or ``fixed_pt``)
+and the ``mode``:
+
+* ``raw``: inputs ``{input_node: (steps, *shape)}``, one run of exactly ``steps`` Lava steps,
+  records ``(steps, *node_shape)`` in Lava's time base (:func:`lava_backend.simulate`);
+* ``images``: inputs ``{input_node: (images, steps, *shape)}``, images run back to back, records
+  ``(images, steps, *node_shape)`` aligned to the discrete model
+  (:func:`lava_backend.simulate_images`); ``input_ranges`` optionally bounds each input for
+  fixed point.
+
+The worker writes ``result.npz`` (keys ``"<node>/<kind>"``) and ``status.json``; the status is
+written on failure too, with the error message, and the exit code is non-zero.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+MODES = ("raw", "images")
+
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
@@ -28,21 +38,28 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
 
 def handle(workdir: Path) -> dict:
     """Serve one request in ``workdir``; return the status dictionary."""
-    from hardware_sims.lava_backend import simulate
+    from hardware_sims.lava_backend import LavaMappingError, simulate, simulate_images
 
     request = json.loads((workdir / "request.json").read_text())
+    mode = request.get("mode", "raw")
+    if mode not in MODES:
+        raise LavaMappingError(f"unknown mode '{mode}'; expected one of {MODES}")
     graph_file = workdir / request["graph"]
     with np.load(workdir / request["inputs"]) as data:
         inputs = {name: data[name] for name in data.files}
-    started = time.perf_counter()
-    records, info = simulate(
-        graph_file,
-        inputs,
+    common = dict(
         steps=int(request["steps"]),
         record=tuple(request.get("record", ("spikes",))),
         dt=request.get("dt"),
         precision=request.get("precision", "floating_pt"),
     )
+    started = time.perf_counter()
+    if mode == "raw":
+        records, info = simulate(graph_file, inputs, **common)
+    else:
+        records, info = simulate_images(
+            graph_file, inputs, input_ranges=request.get("input_ranges"), **common
+        )
     wall = time.perf_counter() - started
     arrays = {
         f"{node}/{kind}": value for node, kinds in records.items() for kind, value in kinds.items()
@@ -50,7 +67,7 @@ def handle(workdir: Path) -> dict:
     tmp = workdir / "result.tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, workdir / "result.npz")
-    return {"ok": True, "wall_s": wall, **info}
+    return {"ok": True, "wall_s": wall, "mode": mode, **info}
 
 
 def main(argv: list[str] | None = None) -> int:
