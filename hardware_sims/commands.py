@@ -1,0 +1,212 @@
+"""Subcommands ``lorsp cosim``, ``lorsp energy`` and ``lorsp hw-profiles``: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PROFILES_HELP = "hardware profile name, or 'all' (see `lorsp hw-profiles`)"
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        from lorsp_neuro.checkpoint import atomic_write_json
+
+        atomic_write_json(Path(path), json.loads(json.dumps(payload, default=_json_default)))
+
+
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _cosim(args) -> int:
+    from hardware_sims.cosim import cosimulate
+
+    report = cosimulate(
+        args.source,
+        images=args.images,
+        steps=args.steps,
+        precision="fixed_pt" if args.fixed_point else "floating_pt",
+        seed=args.seed,
+        timeout=args.timeout,
+        keep_records=bool(args.raster),
+    )
+    if args.raster:
+        from hardware_sims.plots import spike_raster_plot
+
+        spike_raster_plot(
+            report.records["torch"],
+            report.records["lava"],
+            args.raster,
+            labels=("torch", f"Lava {report.precision}"),
+            title=f"{Path(report.source).name}: image 0 of {report.images}, T = {report.steps}",
+        )
+    payload = report.to_dict()
+    _write_json(args.json, payload)
+    total = report.total
+    print(
+        f"{report.source}: {report.images} image(s) × {report.steps} steps, torch "
+        f"({report.torch_side}) vs Lava {report.precision}"
+    )
+    for name, layer in {**report.layers, "total": total}.items():
+        v = "n/a" if layer.max_abs_v_diff is None else f"{layer.max_abs_v_diff:.3g}"
+        print(
+            f"  {name:>14}: spike_agreement {layer.spike_agreement:.6f} "
+            f"({layer.mismatched_spikes} of {layer.neuron_steps} differ), spikes "
+            f"{layer.spikes_torch} / {layer.spikes_lava}, max |Δv| {v}"
+        )
+    print(
+        f"  SynOps per image: torch {report.synops_per_image['torch']:.6g}, "
+        f"Lava {report.synops_per_image['lava']:.6g}; wall time torch {report.wall_s['torch']:.2f} s, "
+        f"Lava run {report.wall_s['lava_run']:.2f} s (worker call {report.wall_s['lava_worker_call']:.2f} s)"
+    )
+    if report.prompt:
+        print(f"  prompt relative L1 difference: {report.prompt['relative_l1']}")
+    if report.accuracy:
+        acc = report.accuracy
+        print(
+            f"  accuracy on these {acc['images']} test images: torch {acc['torch']:.4f}, "
+            f"Lava {acc['lava']:.4f} (change {acc['change']:+.4f})"
+        )
+    if report.fixed_point:
+        print(
+            "  Lava fixed point matches the numpy bit-accurate model: "
+            f"{report.fixed_point['matches_numpy_bit_accurate_model']}"
+        )
+    if args.raster:
+        print(f"  raster: {args.raster}")
+    exact = report.precision == "fixed_pt" or total.spike_agreement == 1.0
+    return 0 if exact else 1
+
+
+def _energy(args) -> int:
+    from hardware_sims.cosim import activity
+    from hardware_sims.energy import energy_report, get_profile, load_profiles
+    from hardware_sims.synops import count_synops
+
+    profiles = load_profiles(args.profiles_file)
+    names = list(profiles) if args.profile == "all" else [args.profile]
+    chosen = [get_profile(n, args.profiles_file) for n in names]
+    act = activity(
+        args.source, images=args.images, steps=args.steps, simulator=args.simulator, seed=args.seed
+    )
+    counts = count_synops(act.model, act.spikes, act.inputs)
+    reports = [energy_report(act.graph, counts, p) for p in chosen]
+    payload = {
+        "source": str(args.source),
+        "simulator": act.simulator,
+        "images": counts.images,
+        "steps": counts.steps,
+        "wall_s": act.wall_s,
+        "activity": counts.to_dict(),
+        "profiles": {r.profile: r.to_dict() for r in reports},
+        "sources": {p.name: p.sources for p in chosen},
+    }
+    if len(reports) == 1:
+        payload.update(reports[0].to_dict())
+    if args.plot:
+        from hardware_sims.plots import energy_bar_plot
+
+        energy_bar_plot(
+            reports, args.plot, title=f"{Path(str(args.source)).name}: energy per image"
+        )
+    _write_json(args.json, payload)
+    print(
+        f"{args.source}: {counts.images} image(s) × {counts.steps} steps ({act.simulator}): "
+        f"{counts.synops_per_image:.6g} SynOps/image ({counts.binary_synops_per_image:.6g} binary, "
+        f"{counts.graded_synops_per_image:.6g} graded), {counts.neuron_updates_per_image:.6g} "
+        f"neuron updates/image ({counts.active_neuron_updates_per_image:.6g} active), "
+        f"{counts.spikes_per_image:.6g} spikes/image"
+    )
+    for r in reports:
+        print(
+            f"  {r.profile:>8}: SNN {r.energy_per_image_pj / 1e3:.6g} nJ/image, ANN twin "
+            f"{r.ann_twin_energy_pj / 1e3:.6g} nJ ({r.ann_twin_macs_per_image:.6g} MACs); "
+            f"SNN/ANN = {r.snn_over_ann_energy:.3g}"
+        )
+    if args.plot:
+        print(f"  plot: {args.plot}")
+    return 0
+
+
+def _hw_profiles(args) -> int:
+    from hardware_sims.energy import ENERGY_FIELDS, load_profiles
+
+    profiles = load_profiles(args.profiles_file)
+    _write_json(args.json, {n: p.__dict__ for n, p in profiles.items()})
+    for name, p in profiles.items():
+        figures = ", ".join(f"{f[:-3]} {getattr(p, f):g}" for f in ENERGY_FIELDS)
+        print(f"{name}: {p.description}\n    pJ: {figures}")
+    return 0
+
+
+def add_commands(subparsers, formatter) -> None:
+    p = subparsers.add_parser(
+        "cosim",
+        help="run a prompter (or NIR file) in torch and in Lava and compare spike by spike",
+        description="Feed the same inputs to the torch model (a run directory's Norse "
+        "spiking_core, or the NIR importer for a .nir file) and to Lava through the worker; report "
+        "per layer and in total the fraction of neuron-steps with equal spikes, the largest "
+        "voltage difference, spike counts, SynOps from both sides and wall times. Lava's one-step "
+        "delay per connection is aligned. Exit status 1 when float spikes are not all equal.\n\n"
+        "example:\n  lorsp cosim runs/lorsp-fmnist --images 4 --steps 8 --json cosim.json "
+        "--raster raster.png",
+        formatter_class=formatter,
+    )
+    p.add_argument("source", help="run directory (with config.json) or NIR file")
+    p.add_argument("--images", type=int, default=2, help="images to simulate")
+    p.add_argument("--steps", type=int, help="time steps per image (default: the prompter's T)")
+    p.add_argument(
+        "--fixed-point",
+        action="store_true",
+        help="run Lava's bit-accurate fixed_pt models on Loihi-style integers",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (NIR files)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="Lava worker time limit (s)")
+    p.add_argument("--raster", metavar="PNG", help="also draw both spike rasters for image 0")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(handler=_cosim)
+
+    p = subparsers.add_parser(
+        "energy",
+        help="SynOps, neuron updates and energy per image, SNN vs its ANN twin",
+        description="Count synaptic operations and neuron updates per image from recorded "
+        "spikes, and turn them into energy under a hardware profile (hardware_sims/profiles.json "
+        "or your own file); the ANN twin (ReLU units, MACs) is costed under the same profile.\n\n"
+        "example:\n  lorsp energy runs/lorsp-fmnist --profile all --images 8 --json energy.json "
+        "--plot energy.png",
+        formatter_class=formatter,
+    )
+    p.add_argument("source", help="run directory (with config.json) or NIR file")
+    p.add_argument("--profile", default="loihi", help=PROFILES_HELP)
+    p.add_argument("--profiles-file", metavar="JSON", help="extra profiles (same layout)")
+    p.add_argument("--images", type=int, default=4, help="images to average over")
+    p.add_argument("--steps", type=int, help="time steps per image (default: the prompter's T)")
+    p.add_argument(
+        "--simulator",
+        choices=("torch", "lava", "reference"),
+        default="torch",
+        help="whose spikes to count: the torch model, Lava (float), or the numpy reference",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (NIR files)")
+    p.add_argument("--plot", metavar="PNG", help="bar plot of SNN vs ANN-twin energy per profile")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(handler=_energy)
+
+    p = subparsers.add_parser(
+        "hw-profiles",
+        help="list the hardware energy profiles and their figures",
+        description="List the energy profiles (built in, from $LORSP_HARDWARE_PROFILES and from "
+        "--profiles-file), with their energy per operation in pJ.\n\n"
+        "example:\n  lorsp hw-profiles --profiles-file my_chip.json",
+        formatter_class=formatter,
+    )
+    p.add_argument("--profiles-file", metavar="JSON", help="extra profiles (same layout)")
+    p.add_argument("--json", metavar="FILE", help="also write the profiles as JSON")
+    p.set_defaults(handler=_hw_profiles)
