@@ -225,6 +225,7 @@ def test_config_rejects_bad_fields():
         TrainConfig.from_dict({"epoch": 3})
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_lower_the_loss(tmp_path):
     config = TrainConfig.from_dict({**TINY, "lr": 0.05, "out": str(tmp_path / "run")})
     torch.manual_seed(config.seed)
@@ -239,6 +240,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     summary = train({**TINY, "out": str(straight)})
