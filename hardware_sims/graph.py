@@ -403,6 +403,7 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
     paths: dict[tuple[str, str], list[tuple[Matrix, Conv2dGeometry | None, tuple]]] = {}
     biases: dict[str, np.ndarray] = {}
     reached: set[str] = set()
+    bias_walked: set[str] = set()
 
     def arrive(target: str, shape: tuple, what: str) -> None:
         pop = populations[target]
@@ -416,7 +417,7 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
         """Follow edges forward from synapse node ``name`` until populations are reached."""
         for nxt in succ[name]:
             node = nodes[nxt]
-            if nxt in visiting:
+            if nxt in visiting and not is_neuron(node):
                 raise GraphError(f"node '{nxt}': a cycle without a neuron cannot be simulated")
             if is_neuron(node):
                 reached.add(nxt)
@@ -454,7 +455,8 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
                 (*trail, nxt),
                 visiting | {nxt},
             )
-            if mapped.bias is not None:  # this node's own bias, counted once
+            if mapped.bias is not None and nxt not in bias_walked:  # once, whatever the fan-in
+                bias_walked.add(nxt)
                 walk(None, nxt, None, mapped.bias, mapped.out_shape, None, (nxt,), {nxt})
 
     for source in (*inputs, *populations):
