@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 import nir
@@ -290,3 +291,21 @@ def test_worker_reports_a_mapping_error_with_the_node_name(tmp_path):
     nir.write(str(path), _graph_with(node))
     with pytest.raises(LavaWorkerError, match=r"node 'n'.*subtract"):
         run_lava_images(path, {"x": np.ones((1, 4, 3))}, 4)
+
+
+def test_lava_side_modules_import_no_torch():
+    root = Path(__file__).resolve().parent.parent
+    modules = "plan, quantize, reference, synops, energy, graph, lava_procs.recorder"
+    code = (
+        "import sys\n"
+        + "".join(f"import hardware_sims.{m.strip()}\n" for m in modules.split(","))
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
+    out = subprocess.run(
+        [str(root / ".venv-lava" / "bin" / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
