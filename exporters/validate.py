@@ -52,6 +52,9 @@ class NIRLimits:
     max_edges: int = 100_000
     max_parameters: int = 500_000_000
     max_population: int = 50_000_000  # elements in one node's output, batch excluded
+    # Bytes the file's datasets declare, uncompressed: checked before anything is read, since a
+    # small compressed (or never written) dataset can declare gigabytes.
+    max_declared_bytes: int = 2**31
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -513,6 +516,64 @@ def validate_graph(graph, limits: NIRLimits = DEFAULT_LIMITS) -> GraphShapes:
     return shapes
 
 
+#: Deepest group nesting a NIR file needs (node/nodes/<name>/metadata/<nested dicts>) with room.
+MAX_HDF5_DEPTH = 32
+
+
+def check_hdf5_layout(handle, limits: NIRLimits = DEFAULT_LIMITS) -> None:
+    """Check an open HDF5 file before ``nir.read`` loads every dataset in it.
+
+    ``nir.write`` makes only hard links, plain numeric/boolean/string datasets stored in the file
+    and one name per object. Anything else is refused without reading data: external links and
+    external or virtual storage (they make reading pull in other files, e.g. a secret shown by
+    ``nir-info``), one object under two names (a group linked into itself never ends), compound,
+    reference or complex types, nesting deeper than :data:`MAX_HDF5_DEPTH`, more nodes or edges
+    than ``limits`` allow, and datasets declaring more than ``limits.max_declared_bytes``.
+    """
+    import h5py
+
+    root = handle["node"]
+    nodes, edges = root.get("nodes"), root.get("edges")
+    if isinstance(nodes, h5py.Group) and len(nodes) > limits.max_nodes:
+        raise NIRGraphError(f"{len(nodes)} nodes exceed the limit of {limits.max_nodes}")
+    if isinstance(edges, h5py.Dataset) and edges.shape and edges.shape[0] > limits.max_edges:
+        raise NIRGraphError(f"{edges.shape[0]} edges exceed the limit of {limits.max_edges}")
+    declared = 0
+    seen = {root.id}
+    pending = [(root, 1)]
+    while pending:
+        group, depth = pending.pop()
+        if depth > MAX_HDF5_DEPTH:
+            raise NIRGraphError(f"'{group.name}': groups nested deeper than {MAX_HDF5_DEPTH}")
+        for key in group:
+            where = f"{group.name.rstrip('/')}/{key}"
+            link = group.get(key, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise NIRGraphError(f"'{where}' is a link ({type(link).__name__}), not stored data")
+            item = group[key]
+            if item.id in seen:
+                raise NIRGraphError(f"'{where}' names an object that has another name in the file")
+            seen.add(item.id)
+            if isinstance(item, h5py.Group):
+                pending.append((item, depth + 1))
+                continue
+            if not isinstance(item, h5py.Dataset):
+                raise NIRGraphError(f"'{where}' is neither a group nor a dataset")
+            if item.external or item.is_virtual:
+                raise NIRGraphError(f"'{where}' keeps its data outside the file")
+            dtype = item.dtype
+            if not (dtype.kind in "biufS" or h5py.check_string_dtype(dtype) is not None) or (
+                dtype.names or dtype.subdtype
+            ):
+                raise NIRGraphError(f"'{where}' has type {dtype}, not numbers or text")
+            declared += item.nbytes
+            if declared > limits.max_declared_bytes:
+                raise NIRGraphError(
+                    f"its datasets declare more than {limits.max_declared_bytes} bytes "
+                    f"(limit max_declared_bytes; '{where}' alone declares {item.nbytes})"
+                )
+
+
 def load_nir(path: str | os.PathLike, limits: NIRLimits = DEFAULT_LIMITS) -> nir.NIRGraph:
     """Read and validate a NIR file; raise :class:`NIRFileError` naming the file and the problem."""
     import h5py
@@ -529,6 +590,10 @@ def load_nir(path: str | os.PathLike, limits: NIRLimits = DEFAULT_LIMITS) -> nir
         with h5py.File(path, "r") as handle:
             if "node" not in handle:
                 raise NIRFileError(f"{path}: not a NIR file (no 'node' group)")
+            try:
+                check_hdf5_layout(handle, limits)
+            except NIRGraphError as exc:
+                raise NIRFileError(f"{path}: {exc}") from None
         # Type checking here would mutate the graph (adding Input/Output nodes) and stop at the
         # first mismatch with a terse message; validate_graph does the same checks with names.
         graph = nir.read(str(path), type_check=False)
