@@ -12,9 +12,14 @@ Shapes never include the batch or time dimension. ``Flatten`` counts its ``start
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+import select
+import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,9 @@ class NIRLimits:
     # Bytes the file's datasets declare, uncompressed: checked before anything is read, since a
     # small compressed (or never written) dataset can declare gigabytes.
     max_declared_bytes: int = 2**31
+    # libhdf5 is not hardened: one flipped byte in a string heap can make it loop forever, so
+    # the file is parsed first in a child process that is killed after this many seconds.
+    max_read_seconds: float = 60.0
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -574,8 +582,89 @@ def check_hdf5_layout(handle, limits: NIRLimits = DEFAULT_LIMITS) -> None:
                 )
 
 
+def _parse_nir(data: bytes, path: Path, limits: NIRLimits) -> nir.NIRGraph:
+    """``nir.read`` of the file's bytes after :func:`check_hdf5_layout`; errors name the file."""
+    import h5py
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as handle:
+            if "node" not in handle:
+                raise NIRFileError(f"{path}: not a NIR file (no 'node' group)")
+            try:
+                check_hdf5_layout(handle, limits)
+            except NIRGraphError as exc:
+                raise NIRFileError(f"{path}: {exc}") from None
+        # Type checking here would mutate the graph (adding Input/Output nodes) and stop at the
+        # first mismatch with a terse message; validate_graph does the same checks with names.
+        return nir.read(io.BytesIO(data), type_check=False)
+    except NIRFileError:
+        raise
+    except Exception as exc:  # nir.read raises bare KeyError/AssertionError/TypeError on bad files
+        detail = " ".join((str(exc) or type(exc).__name__).split())
+        raise NIRFileError(f"{path}: not a readable NIR graph: {detail}") from exc
+
+
+def _parse_nir_in_child(data: bytes, path: Path, limits: NIRLimits) -> None:
+    """Run :func:`_parse_nir` in a forked child under ``limits.max_read_seconds``.
+
+    libhdf5 parses the same bytes the same way twice, so once a child has parsed them without
+    hanging or crashing, the caller's own parse is safe. A :class:`NIRFileError` in the child is
+    raised here; a hang or a crash of the library becomes one too.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into the caller's code
+        code, message = 0, b""
+        try:
+            os.close(read_end)
+            _parse_nir(data, path, limits)
+        except NIRFileError as exc:
+            code, message = 1, str(exc).encode(errors="replace")
+        except BaseException as exc:
+            code, message = 2, f"{path}: not a readable NIR graph: {exc!r}".encode(errors="replace")
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(write_end, message[:_MAX_CHILD_MESSAGE])
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + limits.max_read_seconds
+    chunks: list[bytes] = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_end], [], [], remaining)[0]:
+                raise NIRFileError(
+                    f"{path}: reading did not finish within {limits.max_read_seconds:g} s "
+                    "(limit max_read_seconds); its HDF5 structure is damaged or hostile"
+                )
+            chunk = os.read(read_end, _MAX_CHILD_MESSAGE)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    message = b"".join(chunks).decode(errors="replace")
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:
+        raise NIRFileError(
+            f"{path}: the HDF5 library crashed reading it (signal {os.WTERMSIG(status)}); "
+            "the file is damaged or hostile"
+        )
+    if message:
+        raise NIRFileError(message)
+
+
+_MAX_CHILD_MESSAGE = 65536
+
+
 def load_nir(path: str | os.PathLike, limits: NIRLimits = DEFAULT_LIMITS) -> nir.NIRGraph:
-    """Read and validate a NIR file; raise :class:`NIRFileError` naming the file and the problem."""
+    """Read and validate a NIR file; raise :class:`NIRFileError` naming the file and the problem.
+
+    The bytes are read once; they are parsed in a child process first (where fork exists, see
+    :func:`_parse_nir_in_child`), then here, then checked by :func:`validate_graph`.
+    """
     import h5py
 
     path = Path(path)
@@ -587,21 +676,14 @@ def load_nir(path: str | os.PathLike, limits: NIRLimits = DEFAULT_LIMITS) -> nir
     if not h5py.is_hdf5(path):
         raise NIRFileError(f"{path}: not a NIR file (not HDF5)")
     try:
-        with h5py.File(path, "r") as handle:
-            if "node" not in handle:
-                raise NIRFileError(f"{path}: not a NIR file (no 'node' group)")
-            try:
-                check_hdf5_layout(handle, limits)
-            except NIRGraphError as exc:
-                raise NIRFileError(f"{path}: {exc}") from None
-        # Type checking here would mutate the graph (adding Input/Output nodes) and stop at the
-        # first mismatch with a terse message; validate_graph does the same checks with names.
-        graph = nir.read(str(path), type_check=False)
-    except NIRFileError:
-        raise
-    except Exception as exc:  # nir.read raises bare KeyError/AssertionError/TypeError on bad files
-        detail = str(exc) or type(exc).__name__
-        raise NIRFileError(f"{path}: not a readable NIR graph: {detail}") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NIRFileError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(data) > limits.max_file_bytes:
+        raise NIRFileError(f"{path}: {len(data)} bytes exceed the limit of {limits.max_file_bytes}")
+    if hasattr(os, "fork"):
+        _parse_nir_in_child(data, path, limits)
+    graph = _parse_nir(data, path, limits)
     try:
         validate_graph(graph, limits)
     except NIRGraphError as exc:
