@@ -206,6 +206,8 @@ def build_model(config: TrainConfig, num_classes: int, backbone=None):
     from lorsp_neuro.prompters import create_prompter
 
     backbone = backbone if backbone is not None else build_backbone(config)
+    if config.channels_last:
+        backbone.to(memory_format=torch.channels_last)
     image_size = config.image_size or backbone.input_size[0]
     prompter = create_prompter(config.prompter, image_size, **config.prompter_options)
     head = create_head(config.head, backbone, num_classes)
