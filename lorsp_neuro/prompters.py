@@ -376,6 +376,8 @@ class LoRSPAnnConfig:
     alpha_init: initial prompt amplitude per channel; 0 starts the prompt at exactly zero.
     gate_threshold, pixel_threshold: firing thresholds (the ANN twin subtracts them before ReLU).
     gate_lr_scale: the gate's learning rate is ``base_lr·gate_lr_scale`` (gates die easily).
+    alpha_lr_scale: alpha's learning rate is ``base_lr·alpha_lr_scale``; alpha is the only bound
+        on the prompt's amplitude, and with Adam it grows by about one learning rate per step.
     """
 
     factors: int = 2
@@ -389,6 +391,7 @@ class LoRSPAnnConfig:
     gate_threshold: float = 1.0
     pixel_threshold: float = 1.0
     gate_lr_scale: float = 0.1
+    alpha_lr_scale: float = 1.0
 
     def __post_init__(self):
         for name in ("factors", "rank", "descriptor_pool"):
@@ -396,6 +399,7 @@ class LoRSPAnnConfig:
         for name in ("gate_gain", "factor_scale", "gate_threshold", "pixel_threshold"):
             require_float(self, name, positive=True)
         require_float(self, "gate_lr_scale", positive=True)
+        require_float(self, "alpha_lr_scale", positive=True)
         for name in ("gate_bias", "beta_init", "alpha_init"):
             require_float(self, name)
 
@@ -601,15 +605,21 @@ class _FactorPrompter(Prompter):
         raise NotImplementedError
 
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
-        """Two groups: the gate Affine at ``base_lr·gate_lr_scale``, the rest at ``base_lr``."""
+        """The gate Affine at ``base_lr·gate_lr_scale``, alpha at ``·alpha_lr_scale``, the rest."""
         gate = self._core().gate_parameters()
-        gate_ids = {id(p) for p in gate}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in gate_ids]
+        own = {id(p) for p in [*gate, self.alpha]}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+        config = self.config
         return [
             {
                 "name": f"prompter.{self.name}.gate",
                 "params": gate,
-                "lr": base_lr * self.config.gate_lr_scale,
+                "lr": base_lr * config.gate_lr_scale,
+            },
+            {
+                "name": f"prompter.{self.name}.alpha",
+                "params": [self.alpha],
+                "lr": base_lr * config.alpha_lr_scale,
             },
             {"name": f"prompter.{self.name}", "params": rest, "lr": base_lr},
         ]

@@ -107,6 +107,7 @@ def test_unknown_config_field_is_named():
         ("lorsp", "gate_rate_band", "high"),
         ("lorsp", "rate_reg_weight", -1.0),
         ("lorsp", "gate_lr_scale", 0.0),
+        ("lorsp", "alpha_lr_scale", -1.0),
         ("lorsp_ann", "factor_scale", 0.0),
         ("lorsp_ann", "alpha_init", float("inf")),
         ("lor_vp", "rank", 0),
@@ -238,13 +239,15 @@ def test_param_groups_cover_each_tunable_parameter_once(name):
 
 
 @pytest.mark.parametrize("name", ["lorsp", "lorsp_ann"])
-def test_lorsp_gate_gets_the_lower_learning_rate(name):
-    prompter = create_prompter(name, SIZE, gate_lr_scale=0.1)
+def test_lorsp_gate_and_alpha_get_their_own_learning_rates(name):
+    prompter = create_prompter(name, SIZE, gate_lr_scale=0.1, alpha_lr_scale=5.0)
     groups = {g["name"]: g for g in prompter.param_groups(1e-2)}
-    gate = groups[f"prompter.{name}.gate"]
-    assert gate["lr"] == pytest.approx(1e-3)
     core = prompter.spiking_core if name == "lorsp" else prompter.relu_core
+    gate, alpha = groups[f"prompter.{name}.gate"], groups[f"prompter.{name}.alpha"]
+    assert gate["lr"] == pytest.approx(1e-3)
     assert {id(p) for p in gate["params"]} == {id(p) for p in core.gate_affine.parameters()}
+    assert alpha["lr"] == pytest.approx(5e-2)
+    assert alpha["params"] == [prompter.alpha]
     assert groups[f"prompter.{name}"]["lr"] == pytest.approx(1e-2)
 
 
