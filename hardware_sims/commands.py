@@ -45,7 +45,8 @@ def _cosim(args) -> int:
             report.records["lava"],
             args.raster,
             labels=("torch", f"Lava {report.precision}"),
-            title=f"{Path(report.source).name}: image 0 of {report.images}, T = {report.steps}",
+            title=f"{Path(report.source).name}: the most active of {report.images} image(s), "
+            f"T = {report.steps}",
         )
     payload = report.to_dict()
     _write_json(args.json, payload)
@@ -169,7 +170,9 @@ def add_commands(subparsers, formatter) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (NIR files)")
     p.add_argument("--timeout", type=float, default=3600.0, help="Lava worker time limit (s)")
-    p.add_argument("--raster", metavar="PNG", help="also draw both spike rasters for image 0")
+    p.add_argument(
+        "--raster", metavar="PNG", help="also draw both spike rasters of the most active image"
+    )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_cosim)
 

@@ -88,20 +88,27 @@ def spike_raster_plot(
     torch_records: Mapping[str, Mapping[str, np.ndarray]],
     lava_records: Mapping[str, Mapping[str, np.ndarray]],
     path: str | os.PathLike,
-    image: int = 0,
+    image: int | None = None,
     neurons_per_layer: int = 24,
     labels: tuple[str, str] = ("torch", "Lava"),
     title: str = "",
 ) -> Path:
     """Spikes of both simulators for one image, overlaid: one panel per layer.
 
-    Records are ``(images, steps, *shape)``. The first simulator is drawn as filled squares, the
-    second as white crosses on top: a square with a cross is agreement, a lone mark is not. Per
-    layer at most ``neurons_per_layer`` neurons are shown (mismatched ones first, then the most
-    active); the y-axis gives their flat index.
+    Records are ``(images, steps, *shape)``; ``image=None`` picks the image with the most spikes.
+    The first simulator is drawn as filled squares, the second as white crosses on top: a square
+    with a cross is agreement, a lone mark is not. Per layer at most ``neurons_per_layer`` neurons
+    are shown (mismatched ones first, then the most active); the y-axis gives their flat index.
     """
     plt = _pyplot()
     layers = [n for n in lava_records if n in torch_records]
+    if image is None:
+        counts = sum(
+            np.asarray(records[n]["spikes"]).reshape(len(records[n]["spikes"]), -1).sum(axis=1)
+            for records in (torch_records, lava_records)
+            for n in layers
+        )
+        image = int(np.argmax(counts))
     fig, axes = plt.subplots(
         len(layers), 1, figsize=(7.5, 1.6 + 1.9 * len(layers)), squeeze=False, sharex=True
     )
@@ -130,6 +137,9 @@ def spike_raster_plot(
             ticks = np.linspace(0, chosen.size - 1, min(chosen.size, 6)).astype(int)
             ax.set_yticks(ticks, [str(chosen[k]) for k in ticks], fontsize=7)
             ax.set_ylim(-0.8, chosen.size - 0.2)
+        else:
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no spikes", transform=ax.transAxes, ha="center", va="center")
         ax.set_xlim(-0.6, a.shape[0] - 0.4)
     axes[-1, 0].set_xlabel("time step")
     axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
