@@ -16,7 +16,12 @@ from lorsp_neuro import __version__
 from lorsp_neuro.errors import LorspError
 
 #: Modules with an ``add_commands(subparsers)`` function, in the order ``--help`` lists them.
-COMMAND_MODULES = ("lorsp_neuro.commands", "lorsp_neuro.train_commands", "exporters.commands")
+COMMAND_MODULES = (
+    "lorsp_neuro.commands",
+    "lorsp_neuro.train_commands",
+    "exporters.commands",
+    "hardware_sims.commands",
+)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
