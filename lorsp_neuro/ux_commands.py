@@ -1,0 +1,146 @@
+"""Subcommands ``lorsp demo`` and ``lorsp visualize``: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+
+def _prepare_torch() -> None:
+    """Settings that must precede ``import torch``, for the long-running commands here.
+
+    OpenMP threads sleep rather than spin while they wait: on a CPU shared with other jobs,
+    spinning threads burn the cores the working ones need (measured on 2 shared cores: a training
+    step of EfficientNet-Lite0 at 32 px took 3.0 s of CPU with the default policy and 0.27 s with
+    ``PASSIVE``). A user's own ``OMP_WAIT_POLICY`` wins. Norse's import-time use of the deprecated
+    ``torch.jit.script`` warns on every run; the warning is for Norse's developers, not our users.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
+
+
+#: DemoSettings fields that ``lorsp demo`` lets a flag change: type, metavar, help.
+_SETTING_FLAGS = {
+    "head": (str, "HEAD", "lp (trainable linear probe), flm or ilm (frozen label mapping)"),
+    "image_size": (int, "PX", "image side in pixels"),
+    "train_size": (int, "N", "training images"),
+    "test_size": (int, "N", "test images"),
+    "epochs": (int, "N", "training epochs"),
+    "seed": (int, "N", "seed of the data splits and the initialisation"),
+}
+
+
+def _setting_defaults(name: str) -> str:
+    from lorsp_neuro.demo import QUICK, DemoSettings
+
+    return f"default {getattr(DemoSettings(), name)}, with --quick {getattr(QUICK, name)}"
+
+
+def _demo(args) -> int:
+    _prepare_torch()
+    from lorsp_neuro.demo import QUICK, DemoSettings, format_report, run_demo
+
+    settings = QUICK if args.quick else DemoSettings()
+    # Flags given override the chosen settings; absent ones are not in args (SUPPRESS).
+    changes = {name: getattr(args, name) for name in _SETTING_FLAGS if hasattr(args, name)}
+    if changes:
+        settings = settings.replace(**changes)
+    report = run_demo(args.out, settings, json_path=args.json, progress=args.progress)
+    print(format_report(report))
+    return 0 if report["export_matches"] and report["spike_agreement"] == 1.0 else 1
+
+
+def _visualize(args) -> int:
+    _prepare_torch()
+    from lorsp_neuro.checkpoint import atomic_write_json
+    from lorsp_neuro.visualize import visualize_run
+
+    result = visualize_run(
+        args.run_dir,
+        args.out,
+        images=args.images,
+        checkpoint=args.checkpoint,
+        test_size=args.test_size,
+        progress=args.progress,
+    )
+    if args.json:
+        atomic_write_json(Path(args.json), json.loads(json.dumps(result)))
+    print(
+        f"{result['run_dir']} ({result['prompter']}, {result['checkpoint']} checkpoint): prompt "
+        f"sparsity {result['mean_prompt_sparsity']:.1%} on average (from "
+        f"{result['min_prompt_sparsity']:.1%} to {result['max_prompt_sparsity']:.1%}) over "
+        f"{result['test_images']} test images, {result['distinct_prompts']} distinct prompts"
+    )
+    for what, path in result["files"].items():
+        print(f"  {what}: {path}")
+    return 0
+
+
+def add_commands(subparsers, formatter) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="train, export, run in Lava and cost a LoRSP prompter, end to end, in minutes",
+        description="The whole story in one command, offline: train a small lorsp prompter on "
+        "Fashion-MNIST through the frozen EfficientNet-Lite0 (real ImageNet weights) and LoR-VP "
+        "with the same budget, export the spiking part to NIR, co-simulate it in Lava (float) "
+        "against Norse, estimate SynOps and energy (SNN vs ANN twin on loihi and cmos45), draw "
+        "pictures, and print a short report with the paths of everything written to --out. "
+        "About 5 minutes on 2 CPU cores. A folder written by an earlier demo is refreshed; any "
+        "other non-empty folder is refused.\n\n"
+        "example:\n  lorsp demo --out demo_out --json demo.json\n"
+        "  lorsp demo --quick --out /tmp/demo   # tiny sizes, about a minute; numbers meaningless",
+        formatter_class=formatter,
+    )
+    p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder")
+    p.add_argument("--json", metavar="FILE", help="also write the report (report.json) to FILE")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes: checks the pipeline, not the method"
+    )
+    for name, (kind, metavar, help_text) in _SETTING_FLAGS.items():
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help=f"{help_text} ({_setting_defaults(name)})",
+        )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
+    p.set_defaults(handler=_demo)
+
+    p = subparsers.add_parser(
+        "visualize",
+        help="draw prompts, spike rasters and a sparsity histogram of a trained run",
+        description="For the first N test images of a run: the image, the prompt (for lorsp: "
+        "where ON neurons fire in red, OFF in blue), the prompted image, a raster of the gate "
+        "neurons and the pixel neurons' spikes per step; and a histogram of the prompt sparsity "
+        "over the run's test split. Writes prompts.png and sparsity.png.\n\n"
+        "example:\n  lorsp visualize runs/lorsp-fmnist --images 4 --out pictures "
+        "--json pictures/visualize.json",
+        formatter_class=formatter,
+    )
+    p.add_argument(
+        "run_dir", metavar="CHECKPOINT_DIR", help="a run directory written by lorsp train"
+    )
+    p.add_argument("--images", type=int, default=4, metavar="N", help="test images to draw")
+    p.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: the run dir)")
+    p.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to draw"
+    )
+    p.add_argument(
+        "--test-size",
+        type=int,
+        metavar="N",
+        help="test images for the histogram (default: the run's)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the numbers and paths as JSON")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="a progress bar"
+    )
+    p.set_defaults(handler=_visualize)
