@@ -3,7 +3,8 @@
 Each part of the toolkit contributes its subcommands through an ``add_commands(subparsers)``
 function listed in :data:`COMMAND_MODULES`; handlers import their heavy dependencies (torch, timm)
 only when run, so ``lorsp --help`` stays fast. A :class:`~lorsp_neuro.errors.LorspError` is
-printed as one line and exits with status 2; no traceback reaches the user.
+printed as one line and exits with status 2, as are argument errors and unreadable or unwritable
+files (``OSError``); no traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from lorsp_neuro import __version__
 from lorsp_neuro.errors import LorspError
@@ -21,6 +23,7 @@ COMMAND_MODULES = (
     "lorsp_neuro.train_commands",
     "exporters.commands",
     "hardware_sims.commands",
+    "lorsp_neuro.ux_commands",
 )
 
 
@@ -28,8 +31,28 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _prepare_json_output(args: argparse.Namespace) -> None:
+    """Before the work, not after it: make ``--json FILE``'s folder, or fail if FILE cannot be."""
+    path = getattr(args, "json", None)
+    if path:
+        if Path(path).is_dir():
+            raise LorspError(f"--json {path}: is a folder, expected a file name")
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LorspError(f"--json {path}: cannot make folder {folder}: {exc.strerror}") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lorsp",
         description="LoRSP: train spiking visual prompts, export them through NIR, run them in Lava.",
         formatter_class=_Formatter,
@@ -45,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _prepare_json_output(args)
         return int(args.handler(args) or 0)
     except LorspError as exc:
         print(f"lorsp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the user named cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"lorsp {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lorsp {args.command}: interrupted", file=sys.stderr)
