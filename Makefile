@@ -16,7 +16,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 demo: setup
-	.venv/bin/lorsp lava-check
+	.venv/bin/lorsp demo --out $(DEMO_OUT)
 
 bench: setup
 	$(PY) benchmarks/run_all.py
