@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lorsp_neuro.cli import integer_at_least
+
 
 def _write_json(path: str | None, payload: dict) -> None:
     if path:
@@ -84,9 +86,15 @@ def add_commands(subparsers, formatter) -> None:
         "--checkpoint", choices=("best", "last"), default="best", help="which checkpoint to export"
     )
     p.add_argument(
-        "--verify", type=int, default=2, metavar="N", help="random images to verify on (0: skip)"
+        "--verify",
+        type=integer_at_least(0),
+        default=2,
+        metavar="N",
+        help="random images to verify on (0: skip)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the verification images")
+    p.add_argument(
+        "--seed", type=integer_at_least(0), default=0, help="seed of the verification images"
+    )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_export)
 
