@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lorsp_neuro.cli import integer_at_least
+
 PROFILES_HELP = "hardware profile name, or 'all' (see `lorsp hw-profiles`)"
 
 
@@ -161,14 +163,18 @@ def add_commands(subparsers, formatter) -> None:
         formatter_class=formatter,
     )
     p.add_argument("source", help="run directory (with config.json) or NIR file")
-    p.add_argument("--images", type=int, default=2, help="images to simulate")
-    p.add_argument("--steps", type=int, help="time steps per image (default: the prompter's T)")
+    p.add_argument("--images", type=integer_at_least(1), default=2, help="images to simulate")
+    p.add_argument(
+        "--steps", type=integer_at_least(1), help="time steps per image (default: the prompter's T)"
+    )
     p.add_argument(
         "--fixed-point",
         action="store_true",
         help="run Lava's bit-accurate fixed_pt models on Loihi-style integers",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (NIR files)")
+    p.add_argument(
+        "--seed", type=integer_at_least(0), default=0, help="seed of the random inputs (NIR files)"
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="Lava worker time limit (s)")
     p.add_argument(
         "--raster", metavar="PNG", help="also draw both spike rasters of the most active image"
@@ -189,15 +195,19 @@ def add_commands(subparsers, formatter) -> None:
     p.add_argument("source", help="run directory (with config.json) or NIR file")
     p.add_argument("--profile", default="loihi", help=PROFILES_HELP)
     p.add_argument("--profiles-file", metavar="JSON", help="extra profiles (same layout)")
-    p.add_argument("--images", type=int, default=4, help="images to average over")
-    p.add_argument("--steps", type=int, help="time steps per image (default: the prompter's T)")
+    p.add_argument("--images", type=integer_at_least(1), default=4, help="images to average over")
+    p.add_argument(
+        "--steps", type=integer_at_least(1), help="time steps per image (default: the prompter's T)"
+    )
     p.add_argument(
         "--simulator",
         choices=("torch", "lava", "reference"),
         default="torch",
         help="whose spikes to count: the torch model, Lava (float), or the numpy reference",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (NIR files)")
+    p.add_argument(
+        "--seed", type=integer_at_least(0), default=0, help="seed of the random inputs (NIR files)"
+    )
     p.add_argument("--plot", metavar="PNG", help="bar plot of SNN vs ANN-twin energy per profile")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_energy)
