@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lorsp_neuro.cli import integer_at_least
+
 
 def _lava_check(args) -> int:
     from hardware_sims.smoke import dense_lif_smoke
@@ -29,6 +31,6 @@ def add_commands(subparsers, formatter) -> None:
         "example:\n  lorsp lava-check --steps 20 --json lava.json",
         formatter_class=formatter,
     )
-    p.add_argument("--steps", type=int, default=20, help="number of time steps")
+    p.add_argument("--steps", type=integer_at_least(1), default=20, help="number of time steps")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_lava_check)
