@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lorsp_neuro.cli import integer_at_least
+
 #: Flag → TrainConfig field, for the plain one-value flags (``None`` = not given).
 _FIELD_FLAGS = {
     "prompter": str,
@@ -237,7 +239,11 @@ def add_commands(subparsers, formatter) -> None:
     p.add_argument(
         "--test-size", type=int, help="evaluate on this many test images (default: the run's)"
     )
-    p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the run's)")
+    p.add_argument(
+        "--batch-size",
+        type=integer_at_least(1),
+        help="evaluation batch size (default: the run's)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.set_defaults(handler=_eval)
 
