@@ -162,6 +162,23 @@ def _positive_number(value: Any) -> bool:
     )
 
 
+def _config_loader():
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` without aliases: a config never needs ``*name``, and nested aliases
+        (a "billion laughs" file of a few hundred bytes) expand exponentially once copied."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+
+    return ConfigLoader
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (or JSON, which is YAML) config file into a dict of TrainConfig fields."""
     import yaml
@@ -171,11 +188,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from exc
     try:
-        fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        fields = json.loads(text) if path.suffix == ".json" else yaml.load(text, _config_loader())
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        problem = str(exc).replace("\n", " ")
+        problem = " ".join(str(exc).split())
         raise ConfigError(f"{path}: not valid YAML/JSON: {problem}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     if fields is None:
         return {}
     if not isinstance(fields, dict):
