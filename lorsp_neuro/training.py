@@ -435,7 +435,7 @@ def _check_run_dir(config: TrainConfig, resume: bool) -> Path | None:
             )
         try:
             previous = TrainConfig.from_dict(json.loads(stored.read_text()), str(stored))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise TrainingError(f"{stored}: unreadable run config: {exc}") from exc
         changed = config.differences(previous)
         if changed:
@@ -702,7 +702,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
     try:
         fields = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: unreadable run config: {exc}") from exc
     return TrainConfig.from_dict(fields, str(path))
 
