@@ -80,7 +80,7 @@ def _read_profiles(path: Path) -> dict[str, HardwareProfile]:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
         raise ProfileError(f"cannot read hardware profiles {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ProfileError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected an object of named profiles")
