@@ -1,0 +1,193 @@
+"""`lorsp_neuro.visualize` and `lorsp visualize`: the pure functions, the traced spikes, the PNGs,
+and a tiny training run whose pictures must agree with its own evaluation."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lorsp_neuro.cli import main as cli_main
+from lorsp_neuro.prompters import create_prompter
+from lorsp_neuro.visualize import (
+    MAX_IMAGES,
+    PROMPTS_FILE,
+    SPARSITY_FILE,
+    VisualizeError,
+    channel_mean,
+    on_off_balance,
+    per_image_sparsity,
+    prompt_figure,
+    sparsity_histogram,
+    sparsity_over,
+    spikes_per_step,
+    trace_prompter,
+    visualize_run,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; fails on anything that is not a PNG."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_on_off_balance_is_the_mean_rate_difference_over_time_and_channels():
+    on = np.zeros((2, 3, 2, 2), bool)
+    off = np.zeros((2, 3, 2, 2), bool)
+    on[:, :, 0, 0] = True  # every ON neuron of pixel (0, 0) fires at every step
+    off[:, :, 1, 1] = True
+    on[0, 0, 0, 1] = True  # one ON spike of 6 at pixel (0, 1)
+    off[:, 0, 0, 1] = True  # two OFF spikes of 6 there
+    balance = on_off_balance(on, off)
+    assert balance.shape == (2, 2)
+    np.testing.assert_allclose(balance, [[1.0, 1 / 6 - 2 / 6], [0.0, -1.0]])
+
+
+def test_per_image_sparsity_channel_mean_and_spike_counts():
+    prompt = torch.zeros(2, 3, 2, 2)
+    prompt[0, 0, 0, 0] = 0.5
+    prompt[1] = 1.0
+    np.testing.assert_allclose(per_image_sparsity(prompt), [11 / 12, 0.0])
+    np.testing.assert_allclose(channel_mean(prompt[0].numpy()), [[0.5 / 3, 0], [0, 0]])
+    spikes = np.zeros((3, 2, 4), bool)
+    spikes[1] = True
+    spikes[2, 0, 0] = True
+    np.testing.assert_array_equal(spikes_per_step(spikes), [0, 8, 1])
+
+
+def test_trace_of_a_lorsp_prompter_is_its_own_prompt_and_spikes():
+    prompter = create_prompter("lorsp", 8, steps=4, descriptor_pool=2, alpha_init=0.3).train()
+    images, labels = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    trace = trace_prompter(prompter, images, labels)
+    assert prompter.training, "the prompter's mode is restored"
+    with torch.no_grad():
+        expected = prompter.eval()(images).prompt.numpy()
+    np.testing.assert_array_equal(trace.prompt, expected)
+    assert trace.spiking
+    assert trace.gates.shape == (3, 4, 2) and trace.gates.dtype == bool
+    assert trace.on.shape == trace.off.shape == (3, 4, 3, 8, 8)
+    np.testing.assert_array_equal(trace.prompted, images.numpy() + expected)
+    # The prompt is alpha ⊙ (rate_on − rate_off): zero exactly where ON and OFF rates are equal.
+    rate_difference = trace.on.mean(axis=1) - trace.off.mean(axis=1)
+    np.testing.assert_array_equal(trace.prompt == 0, rate_difference == 0)
+
+
+def test_trace_of_a_dense_prompter_has_no_spikes_and_a_probe_has_nothing_to_draw():
+    images, labels = torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    trace = trace_prompter(create_prompter("lor_vp", 8), images, labels)
+    assert not trace.spiking and trace.prompt.shape == (2, 3, 8, 8)
+    with pytest.raises(VisualizeError, match="linear_probe"):
+        trace_prompter(create_prompter("linear_probe", 8), images, labels)
+
+
+def test_sparsity_over_batches_counts_every_image_and_distinct_prompts():
+    prompter = create_prompter("lorsp", 8, steps=4, descriptor_pool=2, alpha_init=0.3)
+    images = torch.rand(5, 3, 8, 8)
+    batches = [(images[:2], None), (images[2:], None)]
+    sparsity, distinct = sparsity_over(prompter, batches)
+    with torch.no_grad():
+        prompt = prompter.eval()(images).prompt
+    np.testing.assert_allclose(sparsity, per_image_sparsity(prompt))
+    assert distinct == len({p.numpy().tobytes() for p in prompt})
+
+
+@pytest.mark.slow  # three matplotlib figures
+def test_figures_are_pngs_with_one_row_per_image(tmp_path):
+    prompter = create_prompter("lorsp", 8, steps=4, descriptor_pool=2, alpha_init=0.3)
+    trace = trace_prompter(prompter, torch.rand(2, 3, 8, 8), torch.tensor([0, 9]))
+    two_rows = prompt_figure(trace, tmp_path / "two.png", ["a"] * 10, title="two")
+    one = trace_prompter(prompter, torch.rand(1, 3, 8, 8), torch.tensor([3]))
+    one_row = prompt_figure(one, tmp_path / "one.png")
+    (_, h2), (w1, h1) = png_size(two_rows), png_size(one_row)
+    assert h2 > 1.5 * h1, "a row per image"
+    dense = trace_prompter(create_prompter("lor_vp", 8), torch.rand(1, 3, 8, 8), torch.tensor([0]))
+    assert png_size(prompt_figure(dense, tmp_path / "dense.png"))[0] < 0.8 * w1, (
+        "no raster columns without spikes"
+    )
+    hist = sparsity_histogram(np.array([0.1, 0.5, 0.5, 1.0]), tmp_path / "h.png", 3)
+    assert png_size(hist)[0] > 300
+    assert not list(tmp_path.glob(".tmp-*")), "atomic writes leave no temporary files"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from lorsp_neuro.run_config import TrainConfig
+    from lorsp_neuro.training import train
+
+    out = tmp_path_factory.mktemp("visualize") / "run"
+    config = TrainConfig(
+        prompter="lorsp",
+        prompter_options={"steps": 4, "descriptor_pool": 2},
+        backbone="timm:test_resnet",
+        pretrained=False,
+        dataset="digits",
+        train_size=24,
+        val_size=8,
+        test_size=20,
+        image_size=16,
+        epochs=1,
+        batch_size=8,
+        prompt_lr=0.05,
+        device="cpu",
+        progress=False,
+        out=str(out),
+    )
+    summary = train(config)
+    return out, summary
+
+
+@pytest.mark.slow
+def test_visualize_run_agrees_with_the_runs_own_evaluation(tiny_run, tmp_path):
+    run_dir, summary = tiny_run
+    result = visualize_run(run_dir, tmp_path, images=3)
+    assert result["test_images"] == summary["budget"]["test_size"] == 20
+    # Every image has the same number of prompt entries, so the mean of the per-image sparsities
+    # is the split's sparsity that training reported for the same checkpoint and test split.
+    assert result["mean_prompt_sparsity"] == pytest.approx(summary["prompt_sparsity"], abs=1e-12)
+    assert result["distinct_prompts"] == summary["distinct_prompts"]
+    assert result["min_prompt_sparsity"] <= result["mean_prompt_sparsity"]
+    assert result["mean_prompt_sparsity"] <= result["max_prompt_sparsity"]
+    assert result["files"] == {
+        "prompts": str(tmp_path / PROMPTS_FILE),
+        "sparsity": str(tmp_path / SPARSITY_FILE),
+    }
+    three = png_size(tmp_path / PROMPTS_FILE)
+    visualize_run(run_dir, tmp_path / "one", images=1)
+    assert three[1] > 2 * png_size(tmp_path / "one" / PROMPTS_FILE)[1]
+
+
+@pytest.mark.slow
+def test_visualize_command_writes_pictures_json_and_prints_the_paths(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    out, report = tmp_path / "pictures", tmp_path / "json" / "visualize.json"
+    status = cli_main(
+        ["visualize", str(run_dir), "--images", "2", "--out", str(out), "--json", str(report)]
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert result["images_drawn"] == 2
+    for path in result["files"].values():
+        assert path in printed
+        png_size(Path(path))
+    assert f"{result['distinct_prompts']} distinct prompts" in printed
+
+
+@pytest.mark.parametrize("images", [0, MAX_IMAGES + 1, 2.5, True])
+def test_bad_image_counts_are_refused_before_anything_is_read(images, tmp_path):
+    with pytest.raises(VisualizeError, match=f"from 1 to {MAX_IMAGES}"):
+        visualize_run(tmp_path / "no-run", images=images)
+
+
+@pytest.mark.slow
+def test_more_images_than_the_test_split_is_an_error(tiny_run, tmp_path):
+    with pytest.raises(VisualizeError, match="test split has 20 images, 21 requested"):
+        visualize_run(tiny_run[0], tmp_path, images=21)
