@@ -103,7 +103,7 @@ def _read_profiles(path: Path) -> dict[str, HardwareProfile]:
                 )
             )
         try:
-            profiles[name] = HardwareProfile(name=name, **entry)
+            profiles[name] = HardwareProfile(**{**entry, "name": name})
         except ProfileError as exc:
             raise ProfileError(f"{path}: {exc}") from None
     return profiles
