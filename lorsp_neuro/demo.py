@@ -610,16 +610,19 @@ def run_demo(
     summaries = _train_both(settings, out, steps, progress)
     with steps.step("export", str(out / OUTPUTS["nir"]), ticker=True):
         export = _export(out, settings)
+        _write_json(out / OUTPUTS["export"], export)
     with steps.step(
         "cosim", f"{settings.cosim_images} test images in the Lava worker", ticker=True
     ):
         cosim = _cosim(out, settings)
+        _write_json(out / OUTPUTS["cosim"], cosim)
     with steps.step(
         "energy",
         f"{settings.energy_images} test images, profiles {', '.join(settings.profiles)}",
         ticker=True,
     ):
         energy = _energy(out, settings)
+        _write_json(out / OUTPUTS["energy"], energy)
     with steps.step("pictures", f"{settings.picture_images} test images + the test split"):
         pictures = _pictures(out, settings, progress)
     seconds = {**steps.seconds, "total": time.perf_counter() - started}
