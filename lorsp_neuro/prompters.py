@@ -391,7 +391,7 @@ class LoRSPAnnConfig:
     gate_threshold: float = 1.0
     pixel_threshold: float = 1.0
     gate_lr_scale: float = 0.1
-    alpha_lr_scale: float = 1.0
+    alpha_lr_scale: float = 10.0
 
     def __post_init__(self):
         for name in ("factors", "rank", "descriptor_pool"):
