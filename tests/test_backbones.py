@@ -229,6 +229,7 @@ def test_lite_random_weights_do_not_classify(no_network):
         assert int((backbone(images).argmax(1) == labels).sum()) < 5
 
 
+@pytest.mark.slow
 def test_lite_backbone_runs_at_a_small_size_with_a_prompt(no_network):
     backbone = create_backbone("efficientnet_lite0", pretrained=True, image_size=64)
     assert backbone.input_size == (64, 64) and backbone.num_features == 1280
