@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from lorsp_neuro.checkpoint import atomic_write_json  # noqa: E402
 from lorsp_neuro.errors import LorspError  # noqa: E402
+from lorsp_neuro.train_commands import parse_option  # noqa: E402
 from lorsp_neuro.training import SUMMARY_FILE, train  # noqa: E402
 
 PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp")
@@ -65,6 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head-lr", type=float, default=1e-2, help="linear-probe head learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--prompter-opt",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="a prompter option for this invocation's prompters (needs --tag)",
+    )
+    p.add_argument(
+        "--tag",
+        help="name of a variant (other learning rates or options): its runs go to "
+        "PROMPTER-HEAD-TAG and are reported under 'variants', apart from the main table",
+    )
+    p.add_argument(
         "--num-threads",
         type=int,
         default=1,
@@ -78,7 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--json", type=Path, default=REPO / "benchmarks" / "results" / "compare_prompters.json"
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.prompter_opt and not args.tag:
+        p.error("--prompter-opt changes the method: give the variant a --tag")
+    return args
 
 
 def run_config(args: argparse.Namespace, prompter: str, head: str) -> dict:
@@ -102,7 +119,8 @@ def run_config(args: argparse.Namespace, prompter: str, head: str) -> dict:
         "device": "cpu",
         "num_threads": args.num_threads,
         "progress": False,
-        "out": str(args.runs_dir / f"{prompter}-{head}"),
+        "prompter_options": dict(args.prompter_opt),
+        "out": str(args.runs_dir / "-".join(filter(None, (prompter, head, args.tag)))),
     }
 
 
@@ -179,44 +197,69 @@ def main(argv: list[str] | None = None) -> int:
                 except LorspError as exc:
                     print(f"{prompter}/{head}: failed: {exc}", file=sys.stderr, flush=True)
                     continue
-            report["results"] = collect_rows(args)
+            report["results"], report["variants"] = collect_rows(args)
             report["sweep_seconds_this_process"] = time.perf_counter() - started
             report["table_markdown"] = markdown_table(report["results"])
             atomic_write_json(args.json, report)
-            row = next(
-                r for r in report["results"] if (r["prompter"], r["head"]) == (prompter, head)
-            )
+            summary = json.loads((Path(config["out"]) / SUMMARY_FILE).read_text())
+            row = {k: summary.get(k) for k in REPORTED}
             print(
                 f"{prompter:12s} {head:3s} test {row['test_accuracy']:.4f} val {row['val_accuracy']:.4f} "
                 f"params {row['tunable_params']} sparsity {row['prompt_sparsity']} distinct "
                 f"{row['distinct_prompts']} ({time.perf_counter() - run_started:.0f} s)",
                 flush=True,
             )
-    print(report.get("table_markdown", ""))
+    report["results"], report["variants"] = collect_rows(args)
+    report["table_markdown"] = markdown_table(report["results"])
+    atomic_write_json(args.json, report)
+    print(report["table_markdown"])
+    for variant in report["variants"]:
+        print(
+            f"variant {variant['variant']}: test {variant['test_accuracy']:.4f} "
+            f"(prompt_lr {variant['prompt_lr']}, options {variant['prompter_options']})"
+        )
     return 0
 
 
-#: Config fields that do not change a run's result.
-_INCIDENTAL = ("out", "num_threads", "progress", "device")
+#: Config fields that make the budget: a run is comparable when all of them match.
+BUDGET_FIELDS = (
+    "backbone", "pretrained", "dataset", "train_size", "val_size", "test_size", "image_size",
+    "epochs", "batch_size", "eval_batch_size", "seed",
+)  # fmt: skip
 
 
-def collect_rows(args: argparse.Namespace) -> list[dict]:
-    """One row per finished run in ``args.runs_dir`` whose config is this budget's, in table order."""
-    rows = []
-    for head in ("lp", "flm", "ilm"):
-        for prompter in PROMPTERS:
-            expected = run_config(args, prompter, head)
-            run_dir = Path(expected["out"])
-            if not (run_dir / SUMMARY_FILE).is_file():
-                continue
-            stored = json.loads((run_dir / "config.json").read_text())
-            if any(stored.get(k) != v for k, v in expected.items() if k not in _INCIDENTAL):
-                continue
-            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-            rows.append(
-                {"prompter": prompter, "head": head, **{k: summary.get(k) for k in REPORTED}}
-            )
-    return rows
+def collect_rows(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """Every finished run in ``args.runs_dir`` with this budget: (main rows, variant rows).
+
+    Main rows are the untagged runs; a tagged run is a variant, reported with its settings.
+    """
+    expected = run_config(args, "-", "-")
+    main_rows, variants = [], []
+    for run_dir in sorted(args.runs_dir.iterdir()):
+        if not (run_dir / SUMMARY_FILE).is_file() or not (run_dir / "config.json").is_file():
+            continue
+        stored = json.loads((run_dir / "config.json").read_text())
+        if any(stored.get(k) != expected[k] for k in BUDGET_FIELDS):
+            continue
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        row = {
+            "prompter": stored["prompter"],
+            "head": stored["head"],
+            **{k: summary.get(k) for k in REPORTED},
+        }
+        settings = {k: stored[k] for k in ("lr", "prompt_lr", "head_lr", "prompter_options")}
+        # Untagged runs are the sweep itself (an untagged invocation takes no --prompter-opt).
+        is_main = run_dir.name == f"{stored['prompter']}-{stored['head']}"
+        if is_main:
+            main_rows.append(row)
+        else:
+            variants.append({"variant": run_dir.name, **settings, **row})
+    table_order = {
+        (p, h): i
+        for i, (h, p) in enumerate((h, p) for h in ("lp", "flm", "ilm") for p in PROMPTERS)
+    }
+    main_rows.sort(key=lambda r: table_order[(r["prompter"], r["head"])])
+    return main_rows, variants
 
 
 if __name__ == "__main__":
