@@ -1,0 +1,536 @@
+"""Accuracy table: six prompters on two offline datasets through frozen EfficientNet-Lite0.
+
+``linear_probe``, ``vp_pad``, ``full_dense``, ``lor_vp``, ``lorsp_ann`` and ``lorsp`` are trained
+with the same backbone, head, data, budget, learning rates and seeds (``lorsp_neuro.training``).
+Per (dataset, prompter) the table gives the test accuracy of the checkpoint best on validation
+(mean ± sample std over the seeds), tunable parameters, prompt sparsity and, from the trained
+``lorsp`` checkpoint's recorded spikes, SynOps and energy per image under the Loihi profile next
+to its ANN twin's MAC energy (``hardware_sims``). The budget is printed and stored with the JSON.
+
+The default head is ``flm`` (frozen frequency label mapping): the prompt is then the only thing
+that learns, which is where prompters differ; with a trainable linear probe every prompt stays
+within noise of the plain probe at a CPU budget (DESIGN.md, prototype lessons). ``--head lp``
+runs the other setting.
+
+Settings: the default fits 60 minutes on 2 CPU cores (two training processes of one thread);
+``--full`` is for a GPU host (224 px, more data and seeds); ``--smoke`` is seconds, for tests.
+Finished runs are kept in ``benchmarks/runs/accuracy/`` (a directory per run, named by a hash of
+its config) and reused by a rerun with the same settings; ``--fresh`` retrains everything.
+
+    .venv/bin/python benchmarks/accuracy_table.py                 # ~ 15–45 min on 2 cores
+    .venv/bin/python benchmarks/accuracy_table.py --full          # GPU host
+    .venv/bin/python benchmarks/accuracy_table.py --smoke --json /tmp/acc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import (
+    PROMPTERS,
+    REPO,
+    RESULTS_DIR,
+    RUNS_DIR,
+    SCHEMA_VERSION,
+    BenchmarkError,
+    machine_info,
+    mean_std,
+    now_iso,
+    render_accuracy,
+    write_report,
+)
+
+from lorsp_neuro.errors import LorspError
+
+ENERGY_PROFILE = "loihi"
+
+
+@dataclass(frozen=True)
+class DatasetBudget:
+    """One dataset of the table and its training budget (split sizes in images)."""
+
+    name: str
+    train_size: int
+    val_size: int
+    test_size: int
+    epochs: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def steps(self, batch_size: int) -> int:
+        return math.ceil(self.train_size / batch_size) * self.epochs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything shared by the runs of one table."""
+
+    mode: str
+    datasets: tuple[DatasetBudget, ...]
+    seeds: tuple[int, ...]
+    prompters: tuple[str, ...] = PROMPTERS
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    head: str = "flm"
+    image_size: int = 32
+    batch_size: int = 32
+    eval_batch_size: int = 250
+    lr: float = 1e-3
+    prompt_lr: float = 1e-2
+    head_lr: float = 1e-2
+    energy_images: int = 100
+    device: str = "cpu"
+    num_threads: int | None = 1
+    jobs: int = 2
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise BenchmarkError("Settings.seeds: at least one seed is needed")
+        unknown = sorted(set(self.prompters) - set(PROMPTERS))
+        if unknown:
+            raise BenchmarkError(f"Settings.prompters: unknown {unknown}; known: {PROMPTERS}")
+        for budget in self.datasets:
+            if self.energy_images > budget.test_size:
+                raise BenchmarkError(
+                    f"Settings.energy_images={self.energy_images} exceeds the {budget.test_size} "
+                    f"test images of {budget.name}"
+                )
+        if self.jobs < 1:
+            raise BenchmarkError(f"Settings.jobs must be >= 1, got {self.jobs}")
+
+
+# Texture patches of 32 px: 3 × 256 = 768 images, all of them used (no official test split).
+_TEXTURES_32 = {"patch_size": 32}
+
+SETTINGS: dict[str, Settings] = {
+    # Measured: see docs/benchmarks.md (36 runs, both datasets, in one make bench).
+    "default": Settings(
+        mode="default",
+        datasets=(
+            DatasetBudget("fashion_mnist", train_size=4000, val_size=500, test_size=2000, epochs=4),
+            DatasetBudget("textures", 512, 64, 192, epochs=12, options=_TEXTURES_32),
+        ),
+        seeds=(0, 1, 2),
+    ),
+    # A GPU host: the backbone's native 224 px, ten times the images, five seeds.
+    "full": Settings(
+        mode="full",
+        datasets=(
+            DatasetBudget("fashion_mnist", 40000, 5000, 10000, epochs=10),
+            DatasetBudget("textures", 512, 64, 192, epochs=40, options=_TEXTURES_32),
+        ),
+        seeds=(0, 1, 2, 3, 4),
+        image_size=224,
+        batch_size=64,
+        energy_images=192,
+        device="auto",
+        num_threads=None,
+        jobs=1,
+    ),
+    # Seconds: exercises every code path (training, energy, aggregation, JSON) for the tests.
+    "smoke": Settings(
+        mode="smoke",
+        datasets=(
+            DatasetBudget("fashion_mnist", 16, 8, 8, epochs=1),
+            DatasetBudget("textures", 16, 8, 8, epochs=1, options=_TEXTURES_32),
+        ),
+        seeds=(0, 1),
+        image_size=16,
+        batch_size=8,
+        energy_images=2,
+        jobs=1,
+    ),
+}
+
+#: Summary fields copied into every run entry of the JSON.
+SUMMARY_FIELDS = (
+    "test_accuracy",
+    "val_accuracy",
+    "best_epoch",
+    "tunable_params",
+    "prompt_params",
+    "head_params",
+    "prompt_sparsity",
+    "distinct_prompts",
+    "gate_firing_rate",
+    "pixel_firing_rate",
+    "train_seconds",
+)
+#: Config fields that do not change a run's result (not part of its identity).
+INCIDENTAL = ("out", "num_threads", "progress", "device")
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+def run_config(settings: Settings, budget: DatasetBudget, prompter: str, seed: int) -> dict:
+    """The ``TrainConfig`` fields of one run (without ``out``)."""
+    return {
+        "prompter": prompter,
+        "backbone": settings.backbone,
+        "pretrained": settings.pretrained,
+        "head": settings.head,
+        "dataset": budget.name,
+        "dataset_options": dict(budget.options),
+        "train_size": budget.train_size,
+        "val_size": budget.val_size,
+        "test_size": budget.test_size,
+        "image_size": settings.image_size,
+        "epochs": budget.epochs,
+        "batch_size": settings.batch_size,
+        "eval_batch_size": settings.eval_batch_size,
+        "lr": settings.lr,
+        "prompt_lr": settings.prompt_lr,
+        "head_lr": settings.head_lr,
+        "seed": seed,
+        "device": settings.device,
+        "num_threads": settings.num_threads,
+        "progress": False,
+    }
+
+
+def config_digest(config: dict) -> str:
+    """Eight hex digits identifying everything that changes a run's result."""
+    identity = {k: v for k, v in config.items() if k not in INCIDENTAL}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_directory(runs_dir: Path, config: dict) -> Path:
+    return (
+        runs_dir
+        / config["dataset"]
+        / f"{config['prompter']}-seed{config['seed']}-{config_digest(config)}"
+    )
+
+
+def lorsp_energy(run_dir: Path, images: int) -> dict[str, Any]:
+    """SynOps and energy per image of a trained ``lorsp`` run, from Norse spikes on ``images``
+    test images (the hardware_sims cost model; SNN and ANN twin under the Loihi profile)."""
+    from hardware_sims.cosim import activity
+    from hardware_sims.energy import energy_report, get_profile
+    from hardware_sims.synops import count_synops
+
+    act = activity(run_dir, images=images, simulator="torch")
+    counts = count_synops(act.model, act.spikes, act.inputs)
+    report = energy_report(act.graph, counts, get_profile(ENERGY_PROFILE))
+    return {
+        "energy_images": counts.images,
+        "synops_per_image": report.synops_per_image,
+        "binary_synops_per_image": report.binary_synops_per_image,
+        "graded_synops_per_image": report.graded_synops_per_image,
+        "neuron_updates_per_image": report.neuron_updates_per_image,
+        "spikes_per_image": report.spikes_per_image,
+        "energy_per_image_pj": report.energy_per_image_pj,
+        "energy_breakdown_pj": report.energy_breakdown_pj,
+        "ann_twin_macs_per_image": report.ann_twin_macs_per_image,
+        "ann_twin_energy_per_image_pj": report.ann_twin_energy_pj,
+        "snn_over_ann_energy": report.snn_over_ann_energy,
+    }
+
+
+def ann_twin_energy(prompter_options: dict, image_size: int) -> dict[str, Any]:
+    """MACs and energy per image of ``lorsp_ann`` under the Loihi profile's CMOS MAC figure.
+
+    A dense layer does not skip zeros, so the count depends on the architecture only:
+    ``D·K + 2·3·H·W·K + 2·3·H·W`` MACs plus the host's pooling and prompt assembly.
+    """
+    from hardware_sims.energy import ann_energy_pj, get_profile
+    from lorsp_neuro.prompters import create_prompter
+
+    macs = create_prompter("lorsp_ann", image_size, **prompter_options).mac_count()
+    host = macs.pop("descriptor_pool") + macs.pop("prompt_combine")
+    chip = sum(macs.values())
+    return {
+        "ann_twin_macs_per_image": float(chip),
+        "ann_twin_host_macs_per_image": float(host),
+        "ann_twin_energy_per_image_pj": ann_energy_pj(
+            float(chip), float(host), get_profile(ENERGY_PROFILE)
+        ),
+    }
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (or reuse) one run and measure it; a failure is reported, not raised."""
+    from lorsp_neuro.training import SUMMARY_FILE, train
+
+    config, run_dir = job["config"], Path(job["out"])
+    entry = {k: config[k] for k in ("dataset", "prompter", "seed")}
+    entry["run_dir"] = str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        summary_file = run_dir / SUMMARY_FILE
+        entry["reused"] = summary_file.is_file()
+        if entry["reused"]:
+            summary = json.loads(summary_file.read_text())
+        else:
+            summary = train({**config, "out": str(run_dir)}, resume=True)
+        entry.update({k: summary.get(k) for k in SUMMARY_FIELDS})
+        entry["budget"] = summary["budget"]
+        if config["prompter"] == "lorsp":
+            entry.update(lorsp_energy(run_dir, job["energy_images"]))
+        elif config["prompter"] == "lorsp_ann":
+            entry.update(
+                ann_twin_energy(config.get("prompter_options", {}), summary["budget"]["image_size"])
+            )
+    except LorspError as exc:
+        entry["error"] = str(exc)
+    entry["wall_seconds"] = time.perf_counter() - started
+    # CPU time of this process (all its threads): what the run costs on an idle machine.
+    entry["cpu_seconds"] = time.process_time() - cpu_started
+    return entry
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+
+
+def aggregate(runs: list[dict], settings: Settings) -> list[dict]:
+    """One row per (dataset, prompter) over the seeds that finished, in table order."""
+    rows = []
+    for budget in settings.datasets:
+        for prompter in settings.prompters:
+            done = [
+                r
+                for r in runs
+                if r["dataset"] == budget.name and r["prompter"] == prompter and "error" not in r
+            ]
+            if not done:
+                continue
+            params = {(r["tunable_params"], r["prompt_params"], r["head_params"]) for r in done}
+            if len(params) != 1:
+                raise BenchmarkError(
+                    f"{budget.name}/{prompter}: tunable parameters differ between seeds {params}"
+                )
+            acc_mean, acc_std = mean_std(r["test_accuracy"] for r in done)
+            val_mean, val_std = mean_std(r["val_accuracy"] for r in done)
+            sparsity_mean, sparsity_std = mean_std(r["prompt_sparsity"] for r in done)
+            synops, _ = mean_std(r.get("synops_per_image") for r in done)
+            energy, energy_std = mean_std(r.get("energy_per_image_pj") for r in done)
+            ann_energy, _ = mean_std(r.get("ann_twin_energy_per_image_pj") for r in done)
+            ann_macs, _ = mean_std(r.get("ann_twin_macs_per_image") for r in done)
+            ratio, _ = mean_std(r.get("snn_over_ann_energy") for r in done)
+            distinct, _ = mean_std(r["distinct_prompts"] for r in done)
+            train_s, _ = mean_std(r["train_seconds"] for r in done)
+            tunable, prompt_params, head_params = params.pop()
+            rows.append(
+                {
+                    "dataset": budget.name,
+                    "prompter": prompter,
+                    "seeds": len(done),
+                    "seed_list": sorted(r["seed"] for r in done),
+                    "test_accuracy_mean": acc_mean,
+                    "test_accuracy_std": acc_std,
+                    "test_accuracy_per_seed": [r["test_accuracy"] for r in done],
+                    "val_accuracy_mean": val_mean,
+                    "val_accuracy_std": val_std,
+                    "tunable_params": tunable,
+                    "prompt_params": prompt_params,
+                    "head_params": head_params,
+                    "prompt_sparsity_mean": sparsity_mean,
+                    "prompt_sparsity_std": sparsity_std,
+                    "distinct_prompts_mean": distinct,
+                    "synops_per_image": synops,
+                    "energy_per_image_pj": energy,
+                    "energy_per_image_pj_std": energy_std,
+                    "ann_twin_macs_per_image": ann_macs,
+                    "ann_twin_energy_per_image_pj": ann_energy,
+                    "snn_over_ann_energy": ratio,
+                    "train_seconds_mean": train_s,
+                }
+            )
+    return rows
+
+
+def dataset_budgets(runs: list[dict], settings: Settings) -> dict[str, dict]:
+    """The budget each dataset actually ran with (from a finished run's summary), by name."""
+    out = {}
+    for budget in settings.datasets:
+        ran = next(
+            (r["budget"] for r in runs if r["dataset"] == budget.name and "budget" in r), None
+        )
+        planned = {
+            "train_size": budget.train_size,
+            "val_size": budget.val_size,
+            "test_size": budget.test_size,
+            "image_size": settings.image_size,
+            "epochs": budget.epochs,
+            "batch_size": settings.batch_size,
+            "steps": budget.steps(settings.batch_size),
+        }
+        info = {**planned, **(ran or {})}
+        info["steps_per_epoch"] = info["steps"] // info["epochs"]
+        info["train_images_seen"] = info.get("train_images_seen", budget.train_size * budget.epochs)
+        out[budget.name] = {"budget": info, "options": dict(budget.options)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build_report(
+    settings: Settings, runs: list[dict], wall: float, started_at: str
+) -> dict[str, Any]:
+    from hardware_sims.energy import get_profile
+
+    runs = sorted(runs, key=lambda r: (r["dataset"], PROMPTERS.index(r["prompter"]), r["seed"]))
+    return {
+        "benchmark": "accuracy",
+        "schema_version": SCHEMA_VERSION,
+        "created": started_at,
+        "machine": machine_info(),
+        "settings": {
+            **{k: v for k, v in asdict(settings).items() if k != "datasets"},
+            "energy_profile": ENERGY_PROFILE,
+        },
+        "ann_twin_mac_pj": get_profile(ENERGY_PROFILE).mac_pj,
+        "datasets": dataset_budgets(runs, settings),
+        "runs": runs,
+        "rows": aggregate(runs, settings),
+        "failures": [r for r in runs if "error" in r],
+        "all_runs_trained_in_this_call": not any(r.get("reused") for r in runs),
+        "wall_seconds": wall,
+        "cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in runs),
+    }
+
+
+def run_benchmark(
+    settings: Settings, runs_dir: Path, json_path: Path | None, *, log=print
+) -> dict[str, Any]:
+    """Train every (dataset, prompter, seed), write the JSON after each finished run."""
+    started, started_at = time.perf_counter(), now_iso()
+    jobs = []
+    for budget in settings.datasets:
+        for seed in settings.seeds:
+            for prompter in settings.prompters:
+                config = run_config(settings, budget, prompter, seed)
+                jobs.append(
+                    {
+                        "config": config,
+                        "out": str(run_directory(runs_dir, config)),
+                        "energy_images": settings.energy_images,
+                    }
+                )
+    # The slowest prompters first, so that two workers finish at about the same time.
+    cost = {"lorsp": 0, "lorsp_ann": 1, "full_dense": 2, "lor_vp": 2, "vp_pad": 2}
+    jobs.sort(
+        key=lambda j: (
+            cost.get(j["config"]["prompter"], 3),
+            j["config"]["dataset"] != "fashion_mnist",
+        )
+    )
+    runs: list[dict] = []
+
+    def finished(entry: dict) -> None:
+        runs.append(entry)
+        if json_path is not None:
+            write_report(
+                json_path, build_report(settings, runs, time.perf_counter() - started, started_at)
+            )
+        what = f"{entry['dataset']}/{entry['prompter']}/seed {entry['seed']}"
+        if "error" in entry:
+            log(f"[{len(runs)}/{len(jobs)}] {what}: FAILED: {entry['error']}")
+        else:
+            took = "reused" if entry["reused"] else f"{entry['train_seconds']:.0f} s"
+            log(
+                f"[{len(runs)}/{len(jobs)}] {what}: test {entry['test_accuracy']:.4f}, {took} "
+                f"(total {time.perf_counter() - started:.0f} s)"
+            )
+
+    if settings.jobs == 1:
+        for job in jobs:
+            finished(run_one(job))
+    else:
+        # Spawned workers start without the parent's threads (fork after torch's OpenMP pool
+        # can hang); one torch thread each, so two workers use two cores without contention.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
+            futures = [pool.submit(run_one, job) for job in jobs]
+            for future in as_completed(futures):
+                finished(future.result())
+    report = build_report(settings, runs, time.perf_counter() - started, started_at)
+    if json_path is not None:
+        write_report(json_path, report)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="larger settings for a GPU host")
+    mode.add_argument("--smoke", action="store_true", help="seconds-long settings for tests")
+    p.add_argument("--head", choices=("lp", "flm", "ilm"), help="head (default: flm)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2)")
+    p.add_argument("--prompters", nargs="+", choices=PROMPTERS, help="a subset of the prompters")
+    p.add_argument("--datasets", nargs="+", help="a subset of the datasets (by name)")
+    p.add_argument("--jobs", type=int, help="training processes in parallel (default: 2 on CPU)")
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")
+    p.add_argument("--json", type=Path, default=RESULTS_DIR / "accuracy.json")
+    p.add_argument("--fresh", action="store_true", help="delete --runs-dir first (retrain all)")
+    return p.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = SETTINGS["full" if args.full else "smoke" if args.smoke else "default"]
+    changes = {}
+    if args.head:
+        changes["head"] = args.head
+    if args.seeds:
+        changes["seeds"] = tuple(args.seeds)
+    if args.prompters:
+        changes["prompters"] = tuple(p for p in PROMPTERS if p in args.prompters)
+    if args.jobs:
+        changes["jobs"] = args.jobs
+    if args.datasets:
+        known = {b.name: b for b in settings.datasets}
+        unknown = sorted(set(args.datasets) - set(known))
+        if unknown:
+            raise BenchmarkError(f"--datasets: unknown {unknown}; this table has {sorted(known)}")
+        changes["datasets"] = tuple(b for name, b in known.items() if name in args.datasets)
+    return replace(settings, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        if args.fresh and args.runs_dir.exists():
+            shutil.rmtree(args.runs_dir)
+        for budget in settings.datasets:
+            print(
+                f"{budget.name}: {budget.train_size} train / {budget.val_size} val / "
+                f"{budget.test_size} test at {settings.image_size} px, {budget.epochs} epochs, "
+                f"{budget.steps(settings.batch_size)} steps of {settings.batch_size}; "
+                f"{len(settings.prompters)} prompters × {len(settings.seeds)} seeds, head "
+                f"{settings.head}",
+                flush=True,
+            )
+        report = run_benchmark(
+            settings, args.runs_dir, args.json, log=lambda line: print(line, flush=True)
+        )
+    except LorspError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render_accuracy(report))
+    print(f"\nJSON: {args.json}")
+    return 1 if report["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

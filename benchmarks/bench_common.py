@@ -1,0 +1,494 @@
+"""What the benchmark scripts share: result files, statistics, memory probes and the tables.
+
+Every benchmark writes one JSON report to ``benchmarks/results/`` and prints its tables with the
+renderers below; ``update_readme.py`` renders the README from the same JSON with the same
+functions, so the printed tables, the JSON and the README cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as _dt
+import math
+import os
+import platform
+import resource
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lorsp_neuro.errors import LorspError  # noqa: E402  (torch-free, as this module)
+
+RESULTS_DIR = REPO / "benchmarks" / "results"
+RUNS_DIR = REPO / "benchmarks" / "runs"
+SCHEMA_VERSION = 1
+
+#: The six prompters of the comparison, in table order (no prompt first, LoRSP last).
+PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp")
+
+
+class BenchmarkError(LorspError):
+    """A benchmark cannot run or its report is malformed; the message names file and field."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a report was measured (the numbers mean little without it)."""
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+    except ImportError:  # the report still says where it ran
+        info["torch"] = None
+    return info
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def write_report(path: Path, report: dict[str, Any]) -> Path:
+    """Write ``report`` atomically (temp file + rename): a stopped run never leaves half a file."""
+    from lorsp_neuro.checkpoint import atomic_write_json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, report)
+    return path
+
+
+#: Fields every report of a kind must have, checked before a table is rendered from it.
+REQUIRED_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "accuracy": {
+        "": ("benchmark", "schema_version", "settings", "datasets", "runs", "rows", "wall_seconds"),
+        "rows": (
+            "dataset",
+            "prompter",
+            "seeds",
+            "test_accuracy_mean",
+            "test_accuracy_std",
+            "tunable_params",
+            "prompt_params",
+            "head_params",
+            "prompt_sparsity_mean",
+            "synops_per_image",
+            "energy_per_image_pj",
+            "ann_twin_energy_per_image_pj",
+            "snn_over_ann_energy",
+        ),
+    },
+    "speed": {
+        "": ("benchmark", "schema_version", "settings", "step_time", "simulation", "wall_seconds"),
+        "step_time": ("image_size", "batch_size", "methods", "ratios"),
+        "simulation": ("image_size", "neurons", "norse", "lava", "lava_over_norse"),
+    },
+    "gpu": {
+        "": ("benchmark", "schema_version", "settings", "step_time", "wall_seconds"),
+        "step_time": ("image_size", "batch_size", "methods", "ratios"),
+    },
+}
+
+
+def check_report(report: Any, kind: str, source: str | Path) -> dict[str, Any]:
+    """Raise :class:`BenchmarkError` naming ``source`` and the field when ``report`` is not a
+    complete ``kind`` report; return it unchanged otherwise."""
+    if not isinstance(report, dict):
+        raise BenchmarkError(f"{source}: expected a JSON object, got {type(report).__name__}")
+    if report.get("benchmark") != kind:
+        raise BenchmarkError(
+            f"{source}: field 'benchmark' is {report.get('benchmark')!r}, expected {kind!r}"
+        )
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise BenchmarkError(
+            f"{source}: schema_version {report.get('schema_version')!r}, this code reads "
+            f"{SCHEMA_VERSION}; re-run the benchmark"
+        )
+    for part, names in REQUIRED_FIELDS[kind].items():
+        entries = [report] if part == "" else report.get(part)
+        if not isinstance(entries, list) or (part and not entries):
+            raise BenchmarkError(f"{source}: field '{part}' must be a non-empty list")
+        for index, entry in enumerate(entries):
+            where = part if part == "" else f"{part}[{index}]"
+            missing = [n for n in names if n not in entry]
+            if missing:
+                raise BenchmarkError(f"{source}: {where or 'report'} lacks {', '.join(missing)}")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    r"""Mean and sample standard deviation of the non-missing ``values``.
+
+    .. math:: \bar x = \frac1n \sum_i x_i, \qquad s = \sqrt{\frac{1}{n-1}\sum_i (x_i - \bar x)^2}
+
+    ``(None, None)`` without values; ``s`` is ``None`` for a single value (no spread measured).
+    """
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return None, None
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (mean of the two middle ones for an even count)."""
+    if not values:
+        raise BenchmarkError("median of no measurements")
+    xs = sorted(values)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
+
+
+def loglog_slope(sizes: Sequence[float], costs: Sequence[float]) -> float | None:
+    r"""Least-squares slope ``b`` of ``log c = a + b·log n``: cost grows as ``n^b``.
+
+    .. math:: b = \frac{\sum_i (u_i - \bar u)(w_i - \bar w)}{\sum_i (u_i - \bar u)^2},
+        \quad u_i = \log n_i,\ w_i = \log c_i
+
+    ``None`` with fewer than two distinct positive points.
+    """
+    points = [
+        (math.log(n), math.log(c)) for n, c in zip(sizes, costs, strict=True) if n > 0 and c > 0
+    ]
+    if len({u for u, _ in points}) < 2:
+        return None
+    mu = sum(u for u, _ in points) / len(points)
+    mw = sum(w for _, w in points) / len(points)
+    num = sum((u - mu) * (w - mw) for u, w in points)
+    den = sum((u - mu) ** 2 for u, _ in points)
+    return num / den
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size, MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS).
+
+    ``RUSAGE_CHILDREN``: the largest terminated, waited-for descendant (e.g. the Lava worker).
+    """
+    peak = resource.getrusage(who).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _status_mib(field_name: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class RssPeakProbe:
+    """Peak RSS of this process over a stretch of work (Linux: ``VmHWM``, reset through
+    ``/proc/self/clear_refs``, so several stretches in one process each get their own peak).
+
+    ``start()`` returns the RSS at the start; ``stop()`` the peak since ``start()`` (MiB). Where
+    the peak cannot be reset, ``stop()`` returns the process's lifetime peak and ``resettable``
+    is False.
+    """
+
+    def __init__(self):
+        self.resettable = self._reset()
+
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            return False
+        return _status_mib("VmHWM") is not None
+
+    def start(self) -> float:
+        if self.resettable:
+            # Give freed heap pages back first: otherwise a step that reuses memory freed by
+            # the previous one shows no increase at all.
+            _malloc_trim()
+            self._reset()
+            return _status_mib("VmRSS") or 0.0
+        return peak_rss_mib()
+
+    def stop(self) -> float:
+        return (_status_mib("VmHWM") if self.resettable else None) or peak_rss_mib()
+
+
+# --------------------------------------------------------------------------------------------
+# Tables (markdown)
+
+
+def _num(value: float | None, digits: int = 0, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value * scale:,.{digits}f}"
+
+
+def _pm(mean: float | None, std: float | None, digits: int, scale: float = 1.0) -> str:
+    if mean is None:
+        return "–"
+    if std is None:
+        return _num(mean, digits, scale)
+    return f"{_num(mean, digits, scale)} ± {_num(std, digits, scale)}"
+
+
+def _si(value: float | None, unit: str) -> str:
+    """``2.47 M SynOps``, ``234 µJ``-style short numbers."""
+    if value is None:
+        return "–"
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _energy(pj: float | None) -> str:
+    if pj is None:
+        return "–"
+    for factor, unit in ((1e6, "µJ"), (1e3, "nJ")):
+        if pj >= factor:
+            return f"{pj / factor:.3g} {unit}"
+    return f"{pj:.3g} pJ"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def budget_line(dataset: str, budget: dict[str, Any]) -> str:
+    return (
+        f"**`{dataset}`**: {budget['train_size']:,} train / {budget['val_size']:,} val / "
+        f"{budget['test_size']:,} test images at {budget['image_size']} px, {budget['epochs']} "
+        f"epochs × {budget['steps_per_epoch']} steps of {budget['batch_size']} images "
+        f"({budget['steps']:,} steps)"
+    )
+
+
+ACCURACY_HEADER = (
+    "prompter",
+    "test accuracy % (mean ± std)",
+    "tunable params (prompt + head)",
+    "prompt sparsity",
+    "ops / image",
+    "energy / image (Loihi)",
+    "SNN / ANN twin",
+)
+
+
+def accuracy_rows(report: dict[str, Any], dataset: str) -> list[list[str]]:
+    """One table row per prompter of ``dataset`` (cells as printed and as in the README)."""
+    out = []
+    for row in report["rows"]:
+        if row["dataset"] != dataset:
+            continue
+        if row["synops_per_image"] is not None:
+            ops = _si(row["synops_per_image"], "SynOps")
+            energy = _energy(row["energy_per_image_pj"])
+        elif row.get("ann_twin_macs_per_image") is not None:
+            ops = _si(row["ann_twin_macs_per_image"], "MACs")
+            energy = _energy(row["ann_twin_energy_per_image_pj"]) + " (MACs)"
+        else:
+            ops, energy = "–", "–"
+        sparsity = row["prompt_sparsity_mean"]
+        out.append(
+            [
+                f"`{row['prompter']}`",
+                _pm(row["test_accuracy_mean"], row["test_accuracy_std"], 1, 100.0)
+                + f" (n={row['seeds']})",
+                f"{row['tunable_params']:,} ({row['prompt_params']:,} + {row['head_params']:,})",
+                "–" if sparsity is None else f"{sparsity:.3f}",
+                ops,
+                energy,
+                "–" if row["snn_over_ann_energy"] is None else f"{row['snn_over_ann_energy']:.3g}×",
+            ]
+        )
+    return out
+
+
+def _cost(report: dict[str, Any]) -> str:
+    wall = f"Measured in {report['wall_seconds'] / 60:.1f} min on {report['machine']['cpu_count']} CPU core(s)"
+    cpu = report.get("cpu_seconds")
+    if not cpu:
+        return wall
+    return f"{wall}, {cpu / 60:.0f} CPU-min (≥ {cpu / 60 / report['settings']['jobs']:.0f} min on {report['settings']['jobs']} idle cores)"
+
+
+def render_accuracy(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    parts = [
+        f"Frozen `{s['backbone']}` ({'ImageNet weights' if s['pretrained'] else 'random weights'}), "
+        f"head `{s['head']}`, seeds {', '.join(map(str, s['seeds']))} (a seed sets the "
+        f"initialisation, the data order and the split), batch {s['batch_size']}, learning rates "
+        f"{s['lr']:g} base / {s['prompt_lr']:g} prompt / {s['head_lr']:g} head, cosine decay. "
+        f"Test accuracy of the checkpoint best on validation. Sparsity: fraction of prompt pixels "
+        f"exactly 0 over the test set. SynOps and energy from the trained `lorsp` spikes on "
+        f"{s['energy_images']} test images (Norse, `hardware_sims` cost model, Loihi profile); the "
+        f"`lorsp_ann` row is the ANN twin's MACs at {report.get('ann_twin_mac_pj', 4.6):g} pJ. "
+        f"{_cost(report)} ({s['mode']} settings).",
+    ]
+    for dataset, info in report["datasets"].items():
+        parts.append(budget_line(dataset, info["budget"]))
+        parts.append(table(ACCURACY_HEADER, accuracy_rows(report, dataset)))
+    return "\n\n".join(parts)
+
+
+STEP_HEADER = (
+    "image size",
+    "batch",
+    "method",
+    "median step",
+    "ms / image",
+    "× backbone",
+    "peak RSS (+ during step)",
+)
+
+
+def _memory(entry: dict[str, Any]) -> str:
+    peak, start = entry.get("peak_memory_mib"), entry.get("start_memory_mib")
+    if peak is None:
+        return "–"
+    extra = "" if start is None else f" (+{peak - start:,.0f})"
+    return f"{peak:,.0f} MiB{extra}"
+
+
+def step_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for entry in report["step_time"]:
+        base = entry["methods"]["backbone"]["median_s"]
+        for name, m in entry["methods"].items():
+            out.append(
+                [
+                    f"{entry['image_size']} px",
+                    str(entry["batch_size"]),
+                    f"`{name}`",
+                    f"{m['median_s'] * 1e3:,.1f} ms",
+                    f"{m['median_s'] * 1e3 / entry['batch_size']:,.2f}",
+                    f"{m['median_s'] / base:.2f}",
+                    _memory(m),
+                ]
+            )
+    return out
+
+
+SIM_HEADER = (
+    "image size",
+    "pixel neurons",
+    "Norse / image",
+    "Lava float / image",
+    "Lava / Norse",
+    "Norse peak RSS",
+    "Lava peak RSS",
+)
+
+
+def simulation_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for entry in report["simulation"]:
+        norse, lava = entry["norse"], entry["lava"]
+        out.append(
+            [
+                f"{entry['image_size']} px",
+                f"{entry['neurons']:,}",
+                f"{norse['per_image_s'] * 1e3:,.2f} ms",
+                f"{lava['per_image_s'] * 1e3:,.1f} ms",
+                "–" if entry["lava_over_norse"] is None else f"{entry['lava_over_norse']:,.0f}×",
+                _memory(norse),
+                _memory(lava),
+            ]
+        )
+    return out
+
+
+def render_speed(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    parts = [
+        f"Training step (forward, loss, backward, AdamW) of frozen `{s['backbone']}` with a linear "
+        f"probe: `backbone` has no prompt but still back-propagates to the input, as every prompt "
+        f"must; methods interleaved, {s['reps']} repetitions each after {s['warmup']} warm-up, "
+        f"median; {s['num_threads']} torch thread(s) on {report['machine']['cpu_count']} CPU "
+        f"core(s). Peak RSS: the whole process (Python, torch, all four models) during that step, "
+        f"in brackets how much the step added.",
+        table(STEP_HEADER, step_rows(report)),
+    ]
+    for entry in report["step_time"]:
+        r = entry["ratios"]
+        parts.append(
+            f"- {entry['image_size']} px: LoRSP step = **{r['lorsp_over_backbone']:.2f}×** the "
+            f"backbone-only step, LoR-VP {r['lor_vp_over_backbone']:.2f}×; LoRSP / LoR-VP "
+            f"{r['lorsp_over_lor_vp']:.2f}×."
+        )
+    parts.append(
+        f"Spiking prompter (T = {s['sim_steps']} steps, inference, untrained, on real Fashion-MNIST "
+        f"test images) per image: Norse (float32 torch, one batch of {s['sim_images']} images: "
+        f"batch time / {s['sim_images']}) against Lava `floating_pt` through the worker (images "
+        f"back to back: marginal cost (t({s['sim_images']}) − t(1)) / {s['sim_images'] - 1}, so "
+        f"Lava's start-up of a few seconds, in the JSON, is not spread over the images). Peak "
+        f"RSS: Norse's process during the run; the largest process of the Lava run."
+    )
+    parts.append(table(SIM_HEADER, simulation_rows(report)))
+    growth = {name: b for name, b in report.get("growth", {}).items() if b is not None}
+    if growth:
+        parts.append(
+            "Cost per image grows as pixels^b: "
+            + ", ".join(f"{name} b = {b:.2f}" for name, b in growth.items())
+            + " (least-squares fit over the sizes; b = 1: linear in the number of pixel neurons)."
+        )
+    return "\n\n".join(parts)
+
+
+GPU_HEADER = ("method", "median step", "images / s", "× backbone", "peak CUDA memory")
+
+
+def render_gpu(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    entry = report["step_time"][0]
+    base = entry["methods"]["backbone"]["median_s"]
+    rows = [
+        [
+            f"`{name}`",
+            f"{m['median_s'] * 1e3:,.1f} ms",
+            f"{m['images_per_second']:,.0f}",
+            f"{m['median_s'] / base:.2f}",
+            "–" if m.get("peak_memory_mib") is None else f"{m['peak_memory_mib']:,.0f} MiB",
+        ]
+        for name, m in entry["methods"].items()
+    ]
+    head = (
+        f"`{s['backbone']}` (random weights) at {entry['image_size']} px, batch "
+        f"{entry['batch_size']}, {s['device_name']}, AMP {'on' if s['amp'] else 'off'}, "
+        f"{s['reps']} interleaved repetitions, median."
+    )
+    return head + "\n\n" + table(GPU_HEADER, rows)

@@ -1,0 +1,118 @@
+"""``make bench``: the accuracy table, the speed ratios, then the README tables and plot.
+
+Each stage is its own process (``accuracy_table.py``, ``speed.py``, ``update_readme.py``), so
+every measurement starts from a clean interpreter; the stages run one after the other, never
+side by side, because the speed ratios need the machine to themselves. The wall time of each
+stage and of the whole goes to ``benchmarks/results/run_all.json``.
+
+    make bench                                          # = .venv/bin/python benchmarks/run_all.py
+    .venv/bin/python benchmarks/run_all.py --fresh      # retrain every accuracy run
+    .venv/bin/python benchmarks/run_all.py --full       # GPU host: larger accuracy settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import REPO, RESULTS_DIR, RUNS_DIR, machine_info, now_iso, write_report
+
+HERE = Path(__file__).resolve().parent
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished, waited-for descendant (a stage and the
+    processes it waited for: training workers, the Lava worker): on a shared machine the wall
+    time says how busy it was, the CPU time what the benchmark costs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """``(name, command)`` of every stage, in order."""
+    results = args.results_dir
+    mode = ["--full"] if args.full else ["--smoke"] if args.smoke else []
+    accuracy = [
+        str(HERE / "accuracy_table.py"),
+        *mode,
+        "--json",
+        str(results / "accuracy.json"),
+        "--runs-dir",
+        str(args.runs_dir),
+        *(["--fresh"] if args.fresh else []),
+    ]
+    speed = [
+        str(HERE / "speed.py"),
+        *(["--smoke"] if args.smoke else []),
+        "--json",
+        str(results / "speed.json"),
+    ]
+    readme = [
+        str(HERE / "update_readme.py"),
+        "--results-dir",
+        str(results),
+        *(part for readme in args.readme for part in ("--readme", str(readme))),
+        "--plot",
+        str(results / "accuracy_vs_params.png"),
+    ]
+    return [("accuracy", accuracy), ("speed", speed), ("update_readme", readme)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="accuracy table at GPU-host settings")
+    mode.add_argument("--smoke", action="store_true", help="seconds-long settings (tests)")
+    p.add_argument("--fresh", action="store_true", help="retrain every accuracy run")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")
+    p.add_argument(
+        "--readme",
+        type=Path,
+        action="append",
+        help="files with the results markers (default: README.md and docs/benchmarks.md)",
+    )
+    args = p.parse_args(argv)
+    args.readme = args.readme or [REPO / "README.md", REPO / "docs" / "benchmarks.md"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started, started_at = time.perf_counter(), now_iso()
+    record = {"created": started_at, "machine": machine_info(), "stages": {}}
+    status = 0
+    for name, command in stages(args):
+        print(f"== {name}: {' '.join(command)}", flush=True)
+        stage_started, cpu_before = time.perf_counter(), children_cpu_seconds()
+        code = subprocess.call([sys.executable, *command], cwd=REPO)
+        seconds = time.perf_counter() - stage_started
+        cpu = children_cpu_seconds() - cpu_before
+        record["stages"][name] = {"seconds": seconds, "cpu_seconds": cpu, "exit_code": code}
+        print(
+            f"== {name}: exit {code} after {seconds / 60:.1f} min ({cpu / 60:.1f} CPU-min)",
+            flush=True,
+        )
+        if code != 0:
+            status = code
+            break
+    record["wall_seconds"] = time.perf_counter() - started
+    record["cpu_seconds"] = sum(stage["cpu_seconds"] for stage in record["stages"].values())
+    record["ok"] = status == 0
+    write_report(args.results_dir / "run_all.json", record)
+    print(
+        f"== make bench: {'ok' if status == 0 else 'FAILED'} in {record['wall_seconds'] / 60:.1f} min"
+    )
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

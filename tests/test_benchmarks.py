@@ -1,0 +1,458 @@
+"""The benchmark scripts on tiny settings: JSON schema, consistent numbers, README rendering."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+# The benchmarks are scripts, not a package: they import each other from their own folder.
+sys.path.insert(0, str(BENCH))
+
+bench_common = importlib.import_module("bench_common")
+accuracy_table = importlib.import_module("accuracy_table")
+speed = importlib.import_module("speed")
+gpu_speed = importlib.import_module("gpu_speed")
+update_readme = importlib.import_module("update_readme")
+run_all = importlib.import_module("run_all")
+
+README_TEMPLATE = (
+    "# Title\n\nIntro.\n\n"
+    f"{update_readme.START_MARKER}\nplaceholder\n{update_readme.END_MARKER}\n\n## After\n"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    mean, std = bench_common.mean_std([0.70, 0.72, None, 0.74])
+    assert mean == pytest.approx(0.72)
+    assert std == pytest.approx(0.02)
+    assert bench_common.mean_std([0.5]) == (0.5, None)
+    assert bench_common.mean_std([None]) == (None, None)
+
+
+def test_median_and_loglog_slope():
+    assert bench_common.median([3.0, 1.0, 2.0]) == 2.0
+    assert bench_common.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    with pytest.raises(bench_common.BenchmarkError):
+        bench_common.median([])
+    sizes = [32**2, 64**2, 128**2, 224**2]
+    assert bench_common.loglog_slope(sizes, [3e-6 * n**1.5 for n in sizes]) == pytest.approx(1.5)
+    assert bench_common.loglog_slope([10, 10], [1.0, 2.0]) is None
+
+
+def test_time_interleaved_rotates_the_order_and_keeps_peaks():
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+
+    class Probe:
+        level = 0.0
+
+        def start(self):
+            Probe.level += 1.0
+            return Probe.level
+
+        def stop(self):
+            return Probe.level + 10.0
+
+    times, memory = speed.time_interleaved(steps, reps=3, warmup=1, probe=Probe())
+    assert calls == list("abcbcacababc")
+    assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+    # Warm-up (levels 1–3) is not kept; then "a" ran third, second, first: levels 6, 8, 10.
+    assert memory["a"] == {"peak_memory_mib": 20.0, "start_memory_mib": 6.0}
+
+
+def test_step_ratios():
+    ratios = speed.step_ratios({"backbone": 2.0, "lor_vp": 2.5, "lorsp": 4.0, "lorsp_ann": 3.0})
+    assert ratios["lorsp_over_backbone"] == 2.0
+    assert ratios["lor_vp_over_backbone"] == 1.25
+    assert ratios["lorsp_over_lor_vp"] == 1.6
+    assert ratios["lorsp_over_lorsp_ann"] == pytest.approx(4 / 3)
+
+
+def test_rss_probe_sees_an_allocation():
+    probe = bench_common.RssPeakProbe()
+    start = probe.start()
+    block = bytearray(64 * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page
+    peak = probe.stop()
+    del block
+    assert peak - start >= (60 if probe.resettable else 0)
+
+
+def test_run_identity_ignores_incidental_fields_only():
+    settings = accuracy_table.SETTINGS["smoke"]
+    config = accuracy_table.run_config(settings, settings.datasets[0], "lorsp", 0)
+    same = {**config, "num_threads": 7, "device": "cuda", "progress": True}
+    assert accuracy_table.config_digest(same) == accuracy_table.config_digest(config)
+    for field, value in (("seed", 1), ("epochs", 9), ("head", "lp")):
+        assert accuracy_table.config_digest(
+            {**config, field: value}
+        ) != accuracy_table.config_digest(config)
+
+
+def test_aggregate_means_over_seeds_and_rejects_inconsistent_parameters():
+    settings = accuracy_table.SETTINGS["smoke"]
+    budget = settings.datasets[0].name
+
+    def run(seed, acc, params=100, synops=None):
+        return {
+            "dataset": budget,
+            "prompter": "lorsp",
+            "seed": seed,
+            "test_accuracy": acc,
+            "val_accuracy": acc,
+            "tunable_params": params,
+            "prompt_params": params,
+            "head_params": 0,
+            "prompt_sparsity": 0.5,
+            "distinct_prompts": 8,
+            "train_seconds": 1.0,
+            "synops_per_image": synops,
+            "energy_per_image_pj": None if synops is None else 2.0 * synops,
+        }
+
+    failed = {"dataset": budget, "prompter": "lorsp", "seed": 2, "error": "boom"}
+    rows = accuracy_table.aggregate(
+        [run(0, 0.5, synops=10), run(1, 0.7, synops=30), failed], settings
+    )
+    (row,) = rows
+    assert row["seeds"] == 2 and row["seed_list"] == [0, 1]
+    assert row["test_accuracy_mean"] == pytest.approx(0.6)
+    assert row["test_accuracy_std"] == pytest.approx(math.sqrt(0.02))
+    assert row["synops_per_image"] == 20 and row["energy_per_image_pj"] == 40
+    with pytest.raises(bench_common.BenchmarkError, match="tunable parameters differ"):
+        accuracy_table.aggregate([run(0, 0.5), run(1, 0.7, params=101)], settings)
+
+
+def test_settings_reject_bad_values():
+    smoke = accuracy_table.SETTINGS["smoke"]
+    with pytest.raises(bench_common.BenchmarkError, match="energy_images"):
+        accuracy_table.replace(smoke, energy_images=10_000)
+    with pytest.raises(bench_common.BenchmarkError, match="unknown"):
+        accuracy_table.replace(smoke, prompters=("lorsp", "nope"))
+    args = accuracy_table.parse_args(["--smoke", "--datasets", "cifar10"])
+    with pytest.raises(bench_common.BenchmarkError, match="--datasets"):
+        accuracy_table.settings_from_args(args)
+
+
+def test_default_budget_is_what_the_docs_state():
+    default = accuracy_table.SETTINGS["default"]
+    assert [b.name for b in default.datasets] == ["fashion_mnist", "textures"]
+    assert len(default.seeds) >= 3 and default.prompters == bench_common.PROMPTERS
+    assert [b.steps(default.batch_size) for b in default.datasets] == [500, 192]
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic reports for the README renderer (known numbers, no training)
+
+
+def _accuracy_report() -> dict:
+    rows = []
+    for prompter, acc, std, params, sparsity in (
+        ("linear_probe", 0.5012, 0.0101, 0, None),
+        ("lor_vp", 0.6123, 0.0234, 768, 0.0),
+        ("lorsp", 0.6346, 0.0156, 1163, 0.8123),
+    ):
+        rows.append(
+            {
+                "dataset": "fashion_mnist",
+                "prompter": prompter,
+                "seeds": 3,
+                "test_accuracy_mean": acc,
+                "test_accuracy_std": std,
+                "tunable_params": params,
+                "prompt_params": params,
+                "head_params": 0,
+                "prompt_sparsity_mean": sparsity,
+                "synops_per_image": 2_469_824.0 if prompter == "lorsp" else None,
+                "energy_per_image_pj": 234_000_000.0 if prompter == "lorsp" else None,
+                "ann_twin_macs_per_image": 903_552.0 if prompter == "lorsp" else None,
+                "ann_twin_energy_per_image_pj": 5_540_000.0 if prompter == "lorsp" else None,
+                "snn_over_ann_energy": 42.24 if prompter == "lorsp" else None,
+            }
+        )
+    budget = {
+        "train_size": 4000,
+        "val_size": 500,
+        "test_size": 2000,
+        "image_size": 32,
+        "epochs": 4,
+        "batch_size": 32,
+        "steps": 500,
+        "steps_per_epoch": 125,
+    }
+    return {
+        "benchmark": "accuracy",
+        "schema_version": bench_common.SCHEMA_VERSION,
+        "machine": {"cpu_count": 2},
+        "settings": {
+            "mode": "default",
+            "backbone": "efficientnet_lite0",
+            "pretrained": True,
+            "head": "flm",
+            "seeds": [0, 1, 2],
+            "batch_size": 32,
+            "lr": 1e-3,
+            "prompt_lr": 1e-2,
+            "head_lr": 1e-2,
+            "energy_images": 100,
+        },
+        "datasets": {"fashion_mnist": {"budget": budget}},
+        "runs": [],
+        "rows": rows,
+        "wall_seconds": 1800.0,
+    }
+
+
+def _gpu_report(device: str) -> dict:
+    methods = {
+        n: {"median_s": s, "images_per_second": 64 / s, "peak_memory_mib": 1000.0}
+        for n, s in (("backbone", 0.1), ("lor_vp", 0.11), ("lorsp_ann", 0.12), ("lorsp", 0.15))
+    }
+    return {
+        "benchmark": "gpu",
+        "schema_version": bench_common.SCHEMA_VERSION,
+        "settings": {
+            "backbone": "vit_base_patch16_224",
+            "device": device,
+            "device_name": "X",
+            "amp": True,
+            "reps": 10,
+        },
+        "step_time": [{"image_size": 224, "batch_size": 64, "methods": methods, "ratios": {}}],
+        "wall_seconds": 10.0,
+    }
+
+
+def _write_results(directory: Path, accuracy: dict, gpu: dict | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "accuracy.json").write_text(json.dumps(accuracy))
+    if gpu is not None:
+        (directory / "gpu.json").write_text(json.dumps(gpu))
+    return directory
+
+
+def _table_cells(text: str, first_cell: str) -> list[str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_update_readme_copies_the_json_numbers_between_the_markers(tmp_path):
+    results = _write_results(tmp_path / "results", _accuracy_report(), _gpu_report("cuda"))
+    readme = tmp_path / "README.md"
+    readme.write_text(README_TEMPLATE)
+    plot = results / "plot.png"
+    assert (
+        update_readme.main(
+            ["--readme", str(readme), "--results-dir", str(results), "--plot", str(plot)]
+        )
+        == 0
+    )
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nIntro.\n\n") and text.endswith("\n## After\n")
+    assert "placeholder" not in text
+    assert _table_cells(text, "`lorsp`") == [
+        "`lorsp`",
+        "63.5 ± 1.6 (n=3)",
+        "1,163 (1,163 + 0)",
+        "0.812",
+        "2.47 MSynOps",
+        "234 µJ",
+        "42.2×",
+    ]
+    assert _table_cells(text, "`linear_probe`")[1:4] == ["50.1 ± 1.0 (n=3)", "0 (0 + 0)", "–"]
+    assert "4,000 train / 500 val / 2,000 test images at 32 px, 4 epochs × 125 steps" in text
+    assert "](results/plot.png)" in text
+    assert _table_cells(text, "`lorsp`") != _table_cells(text, "`lor_vp`")
+    assert "### GPU" in text and "640 |" in text  # 64 images / 0.1 s
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Idempotent, and --check notices a changed JSON.
+    assert (
+        update_readme.main(
+            ["--readme", str(readme), "--results-dir", str(results), "--no-plot", "--check"]
+        )
+        == 1
+    )  # no plot → no image link
+    assert (
+        update_readme.main(
+            ["--readme", str(readme), "--results-dir", str(results), "--plot", str(plot), "--check"]
+        )
+        == 0
+    )
+    changed = _accuracy_report()
+    changed["rows"][2]["test_accuracy_mean"] = 0.7
+    _write_results(results, changed)
+    assert (
+        update_readme.main(
+            ["--readme", str(readme), "--results-dir", str(results), "--plot", str(plot), "--check"]
+        )
+        == 1
+    )
+
+
+def test_update_readme_leaves_out_a_cpu_dry_run_of_the_gpu_script(tmp_path):
+    results = _write_results(tmp_path / "r", _accuracy_report(), _gpu_report("cpu"))
+    readme = tmp_path / "README.md"
+    readme.write_text(README_TEMPLATE)
+    changed = update_readme.update([readme], results, None)
+    assert changed == {readme: True}
+    assert "### GPU" not in readme.read_text()
+
+
+def test_update_readme_errors_name_the_file_and_the_problem(tmp_path, capsys):
+    results = _write_results(tmp_path / "r", _accuracy_report())
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    assert (
+        update_readme.main(["--readme", str(readme), "--results-dir", str(results), "--no-plot"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert str(readme) in err and "<!-- results:start -->" in err and "not found" in err
+    assert readme.read_text() == "# no markers here\n"
+
+    readme.write_text(README_TEMPLATE)
+    broken = _accuracy_report()
+    del broken["rows"][1]["prompt_sparsity_mean"]
+    _write_results(results, broken)
+    assert update_readme.main(["--readme", str(readme), "--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "accuracy.json" in err and "rows[1]" in err and "prompt_sparsity_mean" in err
+
+    (results / "accuracy.json").unlink()
+    assert update_readme.main(["--readme", str(readme), "--results-dir", str(results)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_check_report_rejects_another_kind_or_schema():
+    report = _accuracy_report()
+    with pytest.raises(bench_common.BenchmarkError, match="expected 'speed'"):
+        bench_common.check_report(report, "speed", "x.json")
+    old = copy.deepcopy(report)
+    old["schema_version"] = 0
+    with pytest.raises(bench_common.BenchmarkError, match="schema_version"):
+        bench_common.check_report(old, "accuracy", "x.json")
+
+
+def test_run_all_runs_the_stages_in_order_and_stops_at_a_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_call(command, cwd):
+        calls.append(Path(command[1]).name)
+        return 3 if Path(command[1]).name == "speed.py" else 0
+
+    monkeypatch.setattr(run_all.subprocess, "call", fake_call)
+    code = run_all.main(["--smoke", "--results-dir", str(tmp_path), "--readme", "R.md"])
+    assert code == 3
+    assert calls == ["accuracy_table.py", "speed.py"]
+    record = json.loads((tmp_path / "run_all.json").read_text())
+    assert record["ok"] is False and record["stages"]["speed"]["exit_code"] == 3
+    names = [(n, Path(c[0]).name) for n, c in run_all.stages(run_all.parse_args(["--full"]))]
+    assert names == [
+        ("accuracy", "accuracy_table.py"),
+        ("speed", "speed.py"),
+        ("update_readme", "update_readme.py"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmarks themselves, on tiny settings
+
+
+@pytest.mark.slow
+def test_accuracy_smoke_run_writes_a_consistent_report(tmp_path, capsys):
+    out = tmp_path / "acc.json"
+    argv = ["--smoke", "--datasets", "textures", "--json", str(out), "--runs-dir", str(tmp_path)]
+    argv += ["--prompters", "linear_probe", "lor_vp", "lorsp_ann", "lorsp"]
+    assert accuracy_table.main(argv) == 0
+    report = bench_common.check_report(json.loads(out.read_text()), "accuracy", out)
+    rows = {r["prompter"]: r for r in report["rows"]}
+    assert list(rows) == ["linear_probe", "lor_vp", "lorsp_ann", "lorsp"]
+    assert all(r["seeds"] == 2 and 0.0 <= r["test_accuracy_mean"] <= 1.0 for r in rows.values())
+    assert report["datasets"]["textures"]["budget"]["steps"] == 2
+    assert not report["failures"] and report["all_runs_trained_in_this_call"]
+    # flm head: nothing but the prompt learns; linear_probe has no prompt.
+    assert rows["linear_probe"]["tunable_params"] == 0
+    assert rows["linear_probe"]["prompt_sparsity_mean"] is None
+    assert rows["lor_vp"]["tunable_params"] == 3 * 4 * (16 + 16)
+    # The ANN twin's MACs: D·K + 2·3·H·W·K + 2·3·H·W at 16 px, K = 2, D = 3·8·8.
+    assert rows["lorsp_ann"]["ann_twin_macs_per_image"] == 192 * 2 + 2 * 768 * 2 + 2 * 768
+    lorsp = rows["lorsp"]
+    assert lorsp["synops_per_image"] > 0 and lorsp["energy_per_image_pj"] > 0
+    assert lorsp["ann_twin_macs_per_image"] == rows["lorsp_ann"]["ann_twin_macs_per_image"]
+    for run in (r for r in report["runs"] if r["prompter"] == "lorsp"):
+        assert run["snn_over_ann_energy"] == pytest.approx(
+            run["energy_per_image_pj"] / run["ann_twin_energy_per_image_pj"]
+        )
+    printed = capsys.readouterr().out
+    assert bench_common.render_accuracy(report) in printed
+
+    # A rerun with the same settings reuses the finished runs and finds the same numbers.
+    again = tmp_path / "again.json"
+    argv2 = ["--smoke", "--datasets", "textures", "--json", str(again), "--runs-dir", str(tmp_path)]
+    assert accuracy_table.main([*argv2, "--prompters", "lor_vp", "lorsp_ann"]) == 0
+    second = json.loads(again.read_text())
+    assert all(r["reused"] for r in second["runs"])
+    for row in second["rows"]:
+        assert row["test_accuracy_per_seed"] == rows[row["prompter"]]["test_accuracy_per_seed"]
+
+
+@pytest.mark.slow
+@pytest.mark.lava
+def test_speed_smoke_run_writes_a_consistent_report(tmp_path):
+    out = tmp_path / "speed.json"
+    assert speed.main(["--smoke", "--json", str(out)]) == 0
+    report = bench_common.check_report(json.loads(out.read_text()), "speed", out)
+    (steps,) = report["step_time"]
+    assert set(steps["methods"]) == set(speed.STEP_METHODS)
+    medians = {n: m["median_s"] for n, m in steps["methods"].items()}
+    assert all(m > 0 for m in medians.values())
+    assert steps["ratios"] == pytest.approx(speed.step_ratios(medians))
+    assert all(len(m["times_s"]) == 2 for m in steps["methods"].values())
+    assert all(m["peak_memory_mib"] >= m["start_memory_mib"] > 0 for m in steps["methods"].values())
+    (sim,) = report["simulation"]
+    assert sim["neurons"] == 2 * 3 * 16 * 16 + 2
+    assert sim["norse"]["per_image_s"] > 0 and sim["lava"]["run_n_s"] > 0
+    assert sim["lava"]["peak_memory_mib"] > 0
+    # Norse (float32) and Lava (float64) simulate the same network on the same images.
+    assert sim["lava"]["spikes_n"] == pytest.approx(sim["norse"]["spikes_n"], rel=0.02)
+    bench_common.render_speed(report)
+
+
+def test_gpu_script_refuses_clearly_without_cuda(monkeypatch, capsys, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_speed.main(["--json", str(tmp_path / "g.json")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.slow
+def test_gpu_sh_cpu_dry_run(tmp_path):
+    out = tmp_path / "gpu_dry_run.json"
+    done = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), "--cpu-dry-run", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PY": sys.executable, "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = bench_common.check_report(json.loads(out.read_text()), "gpu", out)
+    assert report["settings"]["dry_run"] and report["settings"]["device"] == "cpu"
+    (entry,) = report["step_time"]
+    for m in entry["methods"].values():
+        assert m["images_per_second"] == pytest.approx(entry["batch_size"] / m["median_s"])
+    assert "LoRSP / backbone" in done.stdout
