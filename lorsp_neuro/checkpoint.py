@@ -116,6 +116,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise CheckpointError(f"{path}: incomplete or corrupt checkpoint: {exc}") from exc
     if tensor_digest(tensors) != metadata.get("digest"):
         raise CheckpointError(f"{path}: checkpoint contents do not match their digest")
+    # Training stops on a non-finite loss, so NaN/Inf here means a tampered or broken file; a NaN
+    # prompt factor would otherwise only silence its neurons and go unnoticed.
+    poisoned = [
+        n for n, t in sorted(tensors.items()) if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if poisoned:
+        raise CheckpointError(f"{path}: holds NaN or Inf in {', '.join(poisoned)}")
     return tensors, json.loads(metadata["info"])
 
 
