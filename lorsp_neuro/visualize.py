@@ -1,7 +1,7 @@
 r"""Pictures of a trained prompter: what it adds to an image, how its neurons fire, how sparse it is.
 
 :func:`visualize_run` reads a run directory written by ``lorsp train`` and draws, with matplotlib's
-Agg backend (no display needed):
+Agg renderer (no display needed, and pyplot's global backend is left alone):
 
 - ``prompts.png``, one row per test image: the image, the prompt, the prompted image (what the
   frozen backbone is given, shown clipped to [0, 1]) and, for a spiking prompter, a raster of the
@@ -168,13 +168,12 @@ def sparsity_over(prompter, batches, total: int | None = None, progress: bool = 
 # Figures
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure outside pyplot: no global backend switch (a notebook keeps its inline plots)
+    and nothing to close; ``savefig`` renders it with Agg, so no display is needed."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def save_figure(fig, path: str | Path) -> Path:
@@ -232,16 +231,15 @@ def prompt_figure(
     title: str = "",
 ) -> Path:
     """One row per image: image | prompt | prompted image [| gate raster | pixel spikes/step]."""
-    plt = _pyplot()
     from matplotlib.colors import TwoSlopeNorm
 
     rows = trace.images.shape[0]
     columns = 5 if trace.spiking else 3
     widths = [1, 1, 1, 1.5, 1.5][:columns]
-    fig, axes = plt.subplots(
+    fig = _figure(figsize=(2.3 * sum(widths) + 0.8, 2.25 * rows + 0.6))
+    axes = fig.subplots(
         rows,
         columns,
-        figsize=(2.3 * sum(widths) + 0.8, 2.25 * rows + 0.6),
         squeeze=False,
         gridspec_kw={"width_ratios": widths, "wspace": 0.35, "hspace": 0.45},
     )
@@ -299,19 +297,16 @@ def prompt_figure(
     colourbar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10, x=0.01, ha="left")
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def sparsity_histogram(
     sparsity: np.ndarray, path: str | Path, distinct_prompts: int | None = None, title: str = ""
 ) -> Path:
     """Histogram of per-image prompt sparsity, with its mean marked."""
-    plt = _pyplot()
     sparsity = np.asarray(sparsity, np.float64)
-    fig, ax = plt.subplots(figsize=(6.2, 3.6))
+    fig = _figure(figsize=(6.2, 3.6))
+    ax = fig.subplots()
     low, high = float(sparsity.min(initial=0.0)), float(sparsity.max(initial=1.0))
     span = max(high - low, 0.02)
     bins = np.linspace(max(0.0, low - 0.05 * span), min(1.0, high + 0.05 * span), 31)
@@ -325,10 +320,7 @@ def sparsity_histogram(
     ax.set_title(title or f"Prompt sparsity over {sparsity.size} test images{extra}", fontsize=10)
     ax.legend(fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
