@@ -342,7 +342,7 @@ def _cosim(out: Path, settings: DemoSettings) -> dict:
         report.records["lava"],
         out / OUTPUTS["cosim_raster"],
         labels=("Norse", f"Lava {report.precision}"),
-        title=f"lorsp prompter, test image 0 of {report.images}, T = {report.steps}",
+        title=f"lorsp prompter, the most active of {report.images} test images, T = {report.steps}",
     )
     return report.to_dict()
 
