@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from lorsp_neuro.demo import (
     STEPS,
     DemoError,
     DemoSettings,
+    _Steps,
     prepare_output,
     train_config,
 )
@@ -150,3 +153,21 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert printed.strip() in (out / OUTPUTS["report_md"]).read_text()
     for number, title in enumerate(STEPS.values(), start=1):
         assert f"[{number}/{len(STEPS)}] {title}" in captured.err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_steps_are_announced_timed_and_ticked_only_on_a_terminal(terminal):
+    stream = _Terminal() if terminal else io.StringIO()
+    steps = _Steps(stream, progress=True)
+    with steps.step("cosim", "2 test images", ticker=True):
+        time.sleep(1.2)  # long enough for the ticker to redraw at least twice
+    text = stream.getvalue()
+    assert text.startswith(f"[4/{len(STEPS)}] {STEPS['cosim']}: 2 test images\n")
+    assert steps.seconds["cosim"] >= 1.2
+    assert f"done in {steps.seconds['cosim']:.1f} s" in text
+    assert (f"{STEPS['cosim']}: 00:01" in text) == terminal
