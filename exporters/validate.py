@@ -60,6 +60,8 @@ class NIRLimits:
     # Bytes the file's datasets declare, uncompressed: checked before anything is read, since a
     # small compressed (or never written) dataset can declare gigabytes.
     max_declared_bytes: int = 2**31
+    # Metadata is printed and copied as JSON by every tool: megabytes there are an attack.
+    max_metadata_bytes: int = 2**20
     # libhdf5 is not hardened: one flipped byte in a string heap can make it loop forever, so
     # the file is parsed first in a child process that is killed after this many seconds.
     max_read_seconds: float = 60.0
@@ -89,6 +91,14 @@ def _shape_of(value, what: str) -> Shape:
     if any(n < 1 for n in shape):
         raise NIRGraphError(f"{what}: shape {shape} has a dimension < 1")
     return shape
+
+
+def _whole(value, field: str, what: str) -> int:
+    """A node's one-integer field (``groups``, ``start_dim`` …), whatever the file stored."""
+    flat = np.asarray(value).ravel()
+    if flat.size != 1 or not np.issubdtype(flat.dtype, np.integer):
+        raise NIRGraphError(f"{what}: {field} must be one integer, got {flat.size} {flat.dtype}")
+    return int(flat[0])
 
 
 def _pair(value, field: str, what: str, minimum: int) -> tuple[int, int]:
@@ -154,7 +164,7 @@ def _conv_shape(name, node, in_shape: Shape) -> Shape:
         raise NIRGraphError(
             f"{what}: weight must be {spatial + 2}-D (C_out, C_in/groups, kernel…), got {weight.shape}"
         )
-    groups = int(np.asarray(node.groups))
+    groups = _whole(node.groups, "groups", what)
     c_out, c_in = weight.shape[0], weight.shape[1] * groups
     if groups < 1 or c_out % groups:
         raise NIRGraphError(f"{what}: groups={groups} does not divide C_out={c_out}")
@@ -219,7 +229,10 @@ def _flatten_shape(name, node, in_shape: Shape) -> Shape:
     if declared is not None:
         _expect(in_shape, _shape_of(declared, what), what)
     return flatten_output_shape(
-        in_shape, int(np.asarray(node.start_dim)), int(np.asarray(node.end_dim)), what
+        in_shape,
+        _whole(node.start_dim, "start_dim", what),
+        _whole(node.end_dim, "end_dim", what),
+        what,
     )
 
 
@@ -464,10 +477,13 @@ def _check_parameters(name: str, node) -> int:
         if not np.all(np.isfinite(array)):
             raise NIRGraphError(f"{_label(name, node)}: {field} contains NaN or Inf")
         count += int(array.size)
-    mode = (getattr(node, "metadata", None) or {}).get(RESET_KEY)
+    metadata = getattr(node, "metadata", None)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise NIRGraphError(f"{_label(name, node)}: metadata is not a mapping")
+    mode = (metadata or {}).get(RESET_KEY)
     if mode is not None:
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode not in RESET_MODES:
+        if not isinstance(mode, str) or mode not in RESET_MODES:
             raise NIRGraphError(
                 f"{_label(name, node)}: metadata {RESET_KEY}={mode!r} is not one of {RESET_MODES}"
             )
@@ -524,6 +540,12 @@ def validate_graph(graph, limits: NIRLimits = DEFAULT_LIMITS) -> GraphShapes:
     return shapes
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line and at most ``limit`` characters: messages quote values from files."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 #: Deepest group nesting a NIR file needs (node/nodes/<name>/metadata/<nested dicts>) with room.
 MAX_HDF5_DEPTH = 32
 
@@ -536,7 +558,8 @@ def check_hdf5_layout(handle, limits: NIRLimits = DEFAULT_LIMITS) -> None:
     external or virtual storage (they make reading pull in other files, e.g. a secret shown by
     ``nir-info``), one object under two names (a group linked into itself never ends), compound,
     reference or complex types, nesting deeper than :data:`MAX_HDF5_DEPTH`, more nodes or edges
-    than ``limits`` allow, and datasets declaring more than ``limits.max_declared_bytes``.
+    than ``limits`` allow, and datasets declaring more than ``limits.max_declared_bytes`` (metadata:
+    ``limits.max_metadata_bytes``).
     """
     import h5py
 
@@ -546,7 +569,7 @@ def check_hdf5_layout(handle, limits: NIRLimits = DEFAULT_LIMITS) -> None:
         raise NIRGraphError(f"{len(nodes)} nodes exceed the limit of {limits.max_nodes}")
     if isinstance(edges, h5py.Dataset) and edges.shape and edges.shape[0] > limits.max_edges:
         raise NIRGraphError(f"{edges.shape[0]} edges exceed the limit of {limits.max_edges}")
-    declared = 0
+    declared = metadata = 0
     seen = {root.id}
     pending = [(root, 1)]
     while pending:
@@ -576,6 +599,13 @@ def check_hdf5_layout(handle, limits: NIRLimits = DEFAULT_LIMITS) -> None:
             ):
                 raise NIRGraphError(f"'{where}' has type {dtype}, not numbers or text")
             declared += item.nbytes
+            if "/metadata/" in where:
+                metadata += item.nbytes
+                if metadata > limits.max_metadata_bytes:
+                    raise NIRGraphError(
+                        f"its metadata declares more than {limits.max_metadata_bytes} bytes "
+                        f"(limit max_metadata_bytes; '{where}' alone declares {item.nbytes})"
+                    )
             if declared > limits.max_declared_bytes:
                 raise NIRGraphError(
                     f"its datasets declare more than {limits.max_declared_bytes} bytes "
@@ -602,7 +632,7 @@ def _parse_nir(data: bytes, path: Path, limits: NIRLimits, check_layout: bool = 
     except NIRFileError:
         raise
     except Exception as exc:  # nir.read raises bare KeyError/AssertionError/TypeError on bad files
-        detail = " ".join((str(exc) or type(exc).__name__).split())
+        detail = one_line(str(exc) or type(exc).__name__)
         raise NIRFileError(f"{path}: not a readable NIR graph: {detail}") from exc
 
 
@@ -690,7 +720,7 @@ def load_nir(path: str | os.PathLike, limits: NIRLimits = DEFAULT_LIMITS) -> nir
     try:
         validate_graph(graph, limits)
     except NIRGraphError as exc:
-        raise NIRFileError(f"{path}: {exc}") from exc
+        raise NIRFileError(f"{path}: {one_line(str(exc))}") from exc
     return graph
 
 
