@@ -142,38 +142,85 @@ class LoRSPHost:
     outputs: tuple[str, str, str]  # gates, on, off
 
 
+#: Most time steps a LoRSP graph's metadata may ask for: inputs are built for every step.
+MAX_STEPS = 100_000
+
+
 def lorsp_host(graph: nir.NIRGraph) -> LoRSPHost:
-    """Parse ``metadata["lorsp"]``; raise :class:`NIRImportError` naming a missing or bad field."""
+    """Parse ``metadata["lorsp"]``; raise :class:`NIRImportError` naming a missing or bad field.
+
+    The metadata may come from a stranger's file: every field is checked for its type and range,
+    the named inputs and outputs must be the graph's ``Input``/``Output`` nodes, and the image and
+    descriptor sizes must be those of the inputs (so they are within the file's validated limits).
+    """
     host = (graph.metadata or {}).get(METADATA_KEY)
     if not isinstance(host, dict):
         raise NIRImportError(f"not a LoRSP graph: its metadata has no '{METADATA_KEY}' section")
+    where = f"metadata['{METADATA_KEY}']"
 
     def field(name: str):
         if name not in host:
-            raise NIRImportError(f"metadata['{METADATA_KEY}'] has no '{name}'")
+            raise NIRImportError(f"{where} has no '{name}'")
         value = host[name]
-        return value.decode() if isinstance(value, bytes) else value
+        return value.decode(errors="replace") if isinstance(value, bytes) else value
 
-    if str(field("format")) != FORMAT:
-        raise NIRImportError(
-            f"metadata['{METADATA_KEY}']: format {field('format')!r} is not {FORMAT}"
-        )
-    kind = str(field("descriptor_kind"))
+    def text(name: str) -> str:
+        value = field(name)
+        if not isinstance(value, str):
+            raise NIRImportError(f"{where}['{name}'] must be text, got {value!r}")
+        return value
+
+    def whole(name: str, maximum: int | None = None) -> int:
+        value = np.asarray(field(name))
+        if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer) or int(value) < 1:
+            raise NIRImportError(f"{where}['{name}'] must be an integer >= 1, got {value!r}")
+        if maximum is not None and int(value) > maximum:
+            raise NIRImportError(f"{where}['{name}'] = {int(value)} exceeds {maximum}")
+        return int(value)
+
+    def node(name: str, kind: type) -> str:
+        value = text(name)
+        if not isinstance(graph.nodes.get(value), kind):
+            raise NIRImportError(f"{where}['{name}'] = {value!r} is not an {kind.__name__} node")
+        return value
+
+    if text("format") != FORMAT:
+        raise NIRImportError(f"{where}: format {field('format')!r} is not {FORMAT}")
+    kind = text("descriptor_kind")
     if kind not in DESCRIPTORS:
         raise NIRImportError(f"descriptor kind {kind!r} is unknown (known: {sorted(DESCRIPTORS)})")
-    pool, centre = int(field("descriptor_pool")), float(field("descriptor_centre"))
-    alpha = np.asarray(field("alpha"), dtype=np.float64)
-    if alpha.shape != (CHANNELS,) or not np.all(np.isfinite(alpha)):
+    pool = whole("descriptor_pool")
+    centre = np.asarray(field("descriptor_centre"))
+    if centre.ndim != 0 or not np.issubdtype(centre.dtype, np.floating) or not np.isfinite(centre):
         raise NIRImportError(
-            f"metadata['{METADATA_KEY}']['alpha'] must be {CHANNELS} finite values"
+            f"{where}['descriptor_centre'] must be a finite number, got {centre!r}"
         )
+    alpha = np.asarray(field("alpha"))
+    if alpha.shape != (CHANNELS,) or not np.issubdtype(alpha.dtype, np.number):
+        raise NIRImportError(f"{where}['alpha'] must be {CHANNELS} finite values")
+    alpha = alpha.astype(np.float64)
+    if not np.all(np.isfinite(alpha)):
+        raise NIRImportError(f"{where}['alpha'] must be {CHANNELS} finite values")
+    inputs = (node("descriptor_input", nir.Input), node("image_input", nir.Input))
+    outputs = tuple(node(f"{o}_output", nir.Output) for o in ("gate", "on", "off"))
+    image_size = (whole("image_height"), whole("image_width"))
+    for name, expected in (
+        (inputs[0], (CHANNELS * pool * pool,)),
+        (inputs[1], (CHANNELS, *image_size)),
+    ):
+        declared = tuple(np.ravel(graph.nodes[name].input_type["input"]).tolist())
+        if declared != expected:
+            raise NIRImportError(
+                f"{where}: Input '{name}' has shape {declared}, but the metadata implies {expected}"
+            )
+    centre = float(centre)
     return LoRSPHost(
-        image_size=(int(field("image_height")), int(field("image_width"))),
-        steps=int(field("steps")),
+        image_size=image_size,
+        steps=whole("steps", MAX_STEPS),
         descriptor=lambda x: DESCRIPTORS[kind](x, pool, centre),
         alpha=alpha,
-        inputs=(str(field("descriptor_input")), str(field("image_input"))),
-        outputs=(str(field("gate_output")), str(field("on_output")), str(field("off_output"))),
+        inputs=inputs,
+        outputs=outputs,
     )
 
 
