@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# On shared CPUs OpenMP's spinning threads cost ~10x CPU time per step; set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 
