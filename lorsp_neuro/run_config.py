@@ -149,7 +149,8 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Fields that differ from ``other`` and would change a run's result."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        # Compared as JSON, as config.json stores them (tuples become lists).
+        mine, theirs = (json.loads(json.dumps(c.to_dict())) for c in (self, other))
         return sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and mine[k] != theirs[k])
 
 

@@ -103,6 +103,7 @@ class Processes:
     rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # this process group was started by train() and is ended by it
 
     @property
     def is_main(self) -> bool:
@@ -146,13 +147,14 @@ def _start_processes(config: TrainConfig) -> Processes:
     device = resolve_device(config.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if config.batch_size < dist.get_world_size():
         raise TrainingError(
             f"batch_size {config.batch_size} is smaller than the {dist.get_world_size()} processes"
         )
-    return Processes(dist.get_rank(), dist.get_world_size(), device)
+    return Processes(dist.get_rank(), dist.get_world_size(), device, owns_group)
 
 
 @contextlib.contextmanager
@@ -315,7 +317,9 @@ def _load_splits(config: TrainConfig, image_size: int) -> DatasetSplits:
 
 
 def prepare(config: TrainConfig) -> tuple[TrainConfig, DatasetSplits, Any]:
-    """Resolve the image size, load the splits and build the model of ``config``."""
+    """Load the splits and build the model of ``config``; return the config with the image size
+    and every prompter option resolved (so ``config.json`` still describes the run if a default
+    changes later)."""
     backbone = build_backbone(config)
     config = config.replace(image_size=config.image_size or backbone.input_size[0])
     splits = _load_splits(config, config.image_size)
@@ -324,7 +328,8 @@ def prepare(config: TrainConfig) -> tuple[TrainConfig, DatasetSplits, Any]:
             raise TrainingError(
                 f"dataset {config.dataset!r}: the {split} split is empty; set --{split}-size"
             )
-    return config, splits, build_model(config, splits.num_classes, backbone)
+    model = build_model(config, splits.num_classes, backbone)
+    return config.replace(prompter_options=model.prompter.config_dict()), splits, model
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, x: torch.Tensor) -> None:
@@ -416,7 +421,7 @@ def train(
         with _reproducible(config, processes.device):
             return _Run(config, processes, resume).run(on_epoch_end)
     finally:
-        if processes.distributed and dist.is_initialized():
+        if processes.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -502,7 +507,7 @@ class _Run:
     def _resume(self) -> None:
         found = ckpt.latest_complete_checkpoint(self.out / CHECKPOINT_DIR)
         if found is None:
-            if self.processes.is_main:
+            if self.processes.is_main and ckpt.epoch_checkpoints(self.out / CHECKPOINT_DIR):
                 print(f"{self.out}: no complete checkpoint, starting afresh", file=sys.stderr)
             return
         path, tensors, info = found

@@ -77,6 +77,11 @@ def test_train_then_eval_then_resume_end_to_end(tmp_path, capsys):
     assert summary == json.loads((out / "summary.json").read_text())
     stored = json.loads((out / "config.json").read_text())
     assert stored["image_size"] == 16 and stored["backbone"] == "timm:test_resnet"
+    # Every prompter option is stored resolved, so a later change of a default cannot alter it.
+    assert (
+        stored["prompter_options"]["factors"] == 2
+        and "gate_rate_band" in stored["prompter_options"]
+    )
     assert cli_main(["eval", str(out), "--json", str(eval_file), "--device", "cpu"]) == 0
     evaluated = json.loads(eval_file.read_text())
     for key in (
