@@ -578,14 +578,10 @@ def test_random_command_lines_end_cleanly(paths, tmp_path, monkeypatch, capsys, 
 SUBPROCESS_CASES = [
     lambda p: ["nir-info", p["cut nir"]],
     lambda p: ["nir-info", p["binary"], "--json", p["missing folder"]],
-    lambda p: ["train", "--epochs", "0"],
     lambda p: ["train", "--config", p["bad yaml"]],
     lambda p: ["eval", p["cut run"]],
-    lambda p: ["energy", p["text"], "--profile", "all"],
     lambda p: ["hw-profiles", "--profiles-file", p["bad profiles"]],
     lambda p: ["export", p["pickled run"], "-o", p["output"]],
-    lambda p: ["cosim", p["missing"], "--images", "-1"],
-    lambda p: ["nir-info"],
 ]
 
 

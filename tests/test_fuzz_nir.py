@@ -42,8 +42,8 @@ from lorsp_neuro.errors import LorspError
 from lorsp_neuro.prompters import create_prompter
 
 SCALE = float(os.environ.get("LORSP_FUZZ_SCALE", "1"))
-BYTE_CASES = max(1, round(400 * SCALE))
-STRUCTURE_CASES = max(1, round(650 * SCALE))
+BYTE_CASES = max(1, round(450 * SCALE))
+STRUCTURE_CASES = max(1, round(560 * SCALE))
 #: The fork-isolated parse must give up on a libhdf5 hang long before the case deadline.
 FUZZ_LIMITS = NIRLimits(max_read_seconds=5)
 CASE_DEADLINE_S = 30
