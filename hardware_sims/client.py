@@ -62,11 +62,37 @@ def lava_python() -> Path:
     return path
 
 
+def _group_shared_memory(pgid: int) -> set[Path]:
+    """The ``/dev/shm`` segments mapped by the processes of group ``pgid`` (Linux ``/proc``)."""
+    segments: set[Path] = set()
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            for line in (proc_dir / "maps").read_text().splitlines():
+                path = line.split(maxsplit=5)[-1] if len(line.split()) >= 6 else ""
+                if path.startswith("/dev/shm/"):
+                    segments.add(Path(path.removesuffix(" (deleted)")))
+        except (OSError, IndexError, ValueError):
+            continue
+    return segments
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    # Lava starts its own worker processes; the whole session group must go, not only the parent.
-    with contextlib.suppress(ProcessLookupError):
+    """Kill the worker's whole session and unlink the shared memory its processes mapped.
+
+    Lava starts its own runtime processes and talks to them through ``/dev/shm`` segments; a
+    killed or timed-out worker cannot release them, so the client does.
+    """
+    segments = _group_shared_memory(proc.pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    for segment in segments:
+        with contextlib.suppress(OSError):
+            segment.unlink()
 
 
 def run_lava(
@@ -152,19 +178,23 @@ def _call_worker(graph_path, inputs, request: dict, timeout: float, python) -> L
         # The worker must find this checkout's hardware_sims even when the Lava env has no
         # editable install of it (e.g. an interpreter given through LORSP_LAVA_PYTHON).
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        # Output goes to a file, not a pipe: Lava's runtime processes inherit the descriptor and
+        # would keep a pipe open after the worker died, hiding the death until the timeout.
+        log_path = workdir / "worker.log"
         try:
-            proc = subprocess.Popen(
-                [str(interpreter), "-m", "hardware_sims.worker", str(workdir)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=workdir,
-                start_new_session=True,
-            )
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [str(interpreter), "-m", "hardware_sims.worker", str(workdir)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=workdir,
+                    start_new_session=True,
+                )
         except OSError as exc:
             raise LavaWorkerError(f"cannot start the Lava worker {interpreter}: {exc}") from exc
         try:
-            output, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             raise LavaWorkerError(
@@ -173,9 +203,9 @@ def _call_worker(graph_path, inputs, request: dict, timeout: float, python) -> L
         except BaseException:
             _kill_group(proc)
             raise
-        # Lava may leave runtime helpers behind after the parent exits.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # Lava may leave runtime helpers behind after the parent exits (always, if it was killed).
+        _kill_group(proc)
+        output = log_path.read_bytes()
         text = output.decode(errors="replace").strip()
         status_file = workdir / "status.json"
         if not status_file.exists():

@@ -472,9 +472,9 @@ def test_a_killed_lava_worker_group_is_reported_and_leaves_no_process_or_folder(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="hardware_sims/client.py (helper-4): Lava's shared-memory channels (/dev/shm/psm_*, "
-    "19 per run) outlive a killed or timed-out worker; the client could unlink the /dev/shm "
-    "files the group maps (/proc/<pid>/maps) after killing it (issue 8 report)",
+    reason="hardware_sims/client.py unlinks the /dev/shm segments a worker group maps when the "
+    "client itself kills it (timeout); when the whole group is killed from outside, the maps "
+    "are gone before the client looks, and Lava's 19 psm_* segments stay (issue 8 note)",
 )
 def test_a_killed_lava_worker_leaves_no_shared_memory(lava_call):
     call = lava_call(steps=5000, timeout=600)
@@ -489,14 +489,6 @@ def test_a_killed_lava_worker_leaves_no_shared_memory(lava_call):
 
 @pytest.mark.lava
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="hardware_sims/client.py (helper-4): communicate() waits for EOF on the worker's "
-    "stdout, which Lava's runtime processes hold open, so a killed worker is noticed only at "
-    "the timeout (600 s by default) while those processes run on; waiting on the process and "
-    "writing its output to a file in the work folder fixes it (issue 8 report)",
-)
 def test_a_killed_lava_worker_main_process_is_noticed_at_once(lava_call):
     call = lava_call(steps=5000, timeout=30)
     segments = _mapped_shared_memory(call.wait_until_lava_runs())
