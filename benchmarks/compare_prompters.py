@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a prompter option for this invocation's prompters (needs --tag)",
     )
     p.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a remark kept in the JSON's 'notes' (earlier notes in the file are kept)",
+    )
+    p.add_argument(
         "--tag",
         help="name of a variant (other learning rates or options): its runs go to "
         "PROMPTER-HEAD-TAG and are reported under 'variants', apart from the main table",
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "results": [],
+        "notes": _previous_notes(args.json)
+        + [n for n in args.note if n not in _previous_notes(args.json)],
     }
     started = time.perf_counter()
     # LoRSP and its closest rival first: the runs that matter most finish first.
@@ -215,10 +223,28 @@ def main(argv: list[str] | None = None) -> int:
     print(report["table_markdown"])
     for variant in report["variants"]:
         print(
-            f"variant {variant['variant']}: test {variant['test_accuracy']:.4f} "
-            f"(prompt_lr {variant['prompt_lr']}, options {variant['prompter_options']})"
+            f"variant {variant['variant']}: test {variant['test_accuracy']:.4f}, "
+            f"{variant['tunable_params']} params (prompt_lr {variant['prompt_lr']}, options "
+            f"differing from today's defaults {non_default_options(variant)})"
         )
     return 0
+
+
+def _previous_notes(path: Path) -> list[str]:
+    try:
+        return list(json.loads(path.read_text()).get("notes", []))
+    except (OSError, ValueError):
+        return []
+
+
+def non_default_options(row: dict) -> dict:
+    """The prompter options of a run that differ from the prompter's current defaults."""
+    import dataclasses
+
+    from lorsp_neuro.prompters import prompter_class
+
+    defaults = json.loads(json.dumps(dataclasses.asdict(prompter_class(row["prompter"]).Config())))
+    return {k: v for k, v in row["prompter_options"].items() if defaults.get(k) != v}
 
 
 #: Config fields that make the budget: a run is comparable when all of them match.
@@ -251,7 +277,7 @@ def collect_rows(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
         # Untagged runs are the sweep itself (an untagged invocation takes no --prompter-opt).
         is_main = run_dir.name == f"{stored['prompter']}-{stored['head']}"
         if is_main:
-            main_rows.append(row)
+            main_rows.append({**row, "prompter_options": stored["prompter_options"]})
         else:
             variants.append({"variant": run_dir.name, **settings, **row})
     table_order = {
