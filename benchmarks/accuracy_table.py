@@ -177,10 +177,24 @@ INCIDENTAL = ("out", "num_threads", "progress", "device")
 # Runs
 
 
+def resolved_prompter_options(name: str) -> dict[str, Any]:
+    """Every option of prompter ``name`` at its registry default, as ``config.json`` stores it.
+
+    Part of a run's identity: when a default changes (say LoRSP's ``alpha_lr_scale``), older run
+    directories no longer match and are not reused.
+    """
+    from lorsp_neuro.configs import build_config
+    from lorsp_neuro.prompters import prompter_class
+
+    config = build_config(prompter_class(name).Config, f"prompter {name!r}", {})
+    return json.loads(json.dumps(asdict(config)))  # tuples as lists, as in config.json
+
+
 def run_config(settings: Settings, budget: DatasetBudget, prompter: str, seed: int) -> dict:
     """The ``TrainConfig`` fields of one run (without ``out``)."""
     return {
         "prompter": prompter,
+        "prompter_options": resolved_prompter_options(prompter),
         "backbone": settings.backbone,
         "pretrained": settings.pretrained,
         "head": settings.head,
@@ -268,7 +282,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from lorsp_neuro.training import SUMMARY_FILE, train
 
     config, run_dir = job["config"], Path(job["out"])
-    entry = {k: config[k] for k in ("dataset", "prompter", "seed")}
+    entry = {k: config[k] for k in ("dataset", "prompter", "seed", "prompter_options")}
     entry["run_dir"] = str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
@@ -284,7 +298,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             entry.update(lorsp_energy(run_dir, job["energy_images"]))
         elif config["prompter"] == "lorsp_ann":
             entry.update(
-                ann_twin_energy(config.get("prompter_options", {}), summary["budget"]["image_size"])
+                ann_twin_energy(config["prompter_options"], summary["budget"]["image_size"])
             )
     except LorspError as exc:
         entry["error"] = str(exc)

@@ -95,10 +95,23 @@ def test_run_identity_ignores_incidental_fields_only():
     config = accuracy_table.run_config(settings, settings.datasets[0], "lorsp", 0)
     same = {**config, "num_threads": 7, "device": "cuda", "progress": True}
     assert accuracy_table.config_digest(same) == accuracy_table.config_digest(config)
-    for field, value in (("seed", 1), ("epochs", 9), ("head", "lp")):
+    changed_default = {**config["prompter_options"], "alpha_lr_scale": 3.0}
+    for field, value in (
+        ("seed", 1),
+        ("epochs", 9),
+        ("head", "lp"),
+        ("prompter_options", changed_default),
+    ):
         assert accuracy_table.config_digest(
             {**config, field: value}
         ) != accuracy_table.config_digest(config)
+
+
+def test_runs_record_every_prompter_option_resolved():
+    options = accuracy_table.resolved_prompter_options("lorsp")
+    assert options["factors"] == 2 and options["rank"] == 2 and "alpha_lr_scale" in options
+    assert isinstance(options["gate_rate_band"], list)  # as config.json stores a tuple
+    assert accuracy_table.resolved_prompter_options("linear_probe") == {}
 
 
 def test_aggregate_means_over_seeds_and_rejects_inconsistent_parameters():
