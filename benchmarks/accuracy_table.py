@@ -55,6 +55,7 @@ from bench_common import (
 )
 
 from lorsp_neuro.errors import LorspError
+from lorsp_neuro.run_config import HEADLINE_FIELDS
 
 ENERGY_PROFILE = "loihi"
 
@@ -156,19 +157,7 @@ SETTINGS: dict[str, Settings] = {
 }
 
 #: Summary fields copied into every run entry of the JSON.
-SUMMARY_FIELDS = (
-    "test_accuracy",
-    "val_accuracy",
-    "best_epoch",
-    "tunable_params",
-    "prompt_params",
-    "head_params",
-    "prompt_sparsity",
-    "distinct_prompts",
-    "gate_firing_rate",
-    "pixel_firing_rate",
-    "train_seconds",
-)
+SUMMARY_FIELDS = HEADLINE_FIELDS
 #: Config fields that do not change a run's result (not part of its identity).
 INCIDENTAL = ("out", "num_threads", "progress", "device")
 

@@ -29,23 +29,12 @@ sys.path.insert(0, str(REPO))
 
 from lorsp_neuro.checkpoint import atomic_write_json  # noqa: E402
 from lorsp_neuro.errors import LorspError  # noqa: E402
+from lorsp_neuro.run_config import HEADLINE_FIELDS  # noqa: E402
 from lorsp_neuro.train_commands import parse_option  # noqa: E402
 from lorsp_neuro.training import SUMMARY_FILE, train  # noqa: E402
 
 PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp")
-REPORTED = (
-    "test_accuracy",
-    "val_accuracy",
-    "best_epoch",
-    "tunable_params",
-    "prompt_params",
-    "head_params",
-    "prompt_sparsity",
-    "distinct_prompts",
-    "gate_firing_rate",
-    "pixel_firing_rate",
-    "train_seconds",
-)
+REPORTED = HEADLINE_FIELDS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

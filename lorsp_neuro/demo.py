@@ -415,20 +415,9 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def _run_numbers(summary: dict) -> dict:
-    keys = (
-        "test_accuracy",
-        "val_accuracy",
-        "best_epoch",
-        "tunable_params",
-        "prompt_params",
-        "head_params",
-        "prompt_sparsity",
-        "distinct_prompts",
-        "gate_firing_rate",
-        "pixel_firing_rate",
-        "train_seconds",
-    )
-    return {k: summary.get(k) for k in keys} | {"budget": summary.get("budget")}
+    from lorsp_neuro.run_config import HEADLINE_FIELDS
+
+    return {k: summary.get(k) for k in HEADLINE_FIELDS} | {"budget": summary.get("budget")}
 
 
 def build_report(

@@ -203,3 +203,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of field: value")
     return fields
+
+
+#: The headline numbers of a summary that reports and benchmarks copy out of it.
+HEADLINE_FIELDS = (
+    "test_accuracy",
+    "val_accuracy",
+    "best_epoch",
+    "tunable_params",
+    "prompt_params",
+    "head_params",
+    "prompt_sparsity",
+    "distinct_prompts",
+    "gate_firing_rate",
+    "pixel_firing_rate",
+    "train_seconds",
+)
