@@ -575,6 +575,7 @@ class _Run:
             if self.optimizer is not None:
                 self._optimizer_step(loss)
             self.step += 1
+            self.model.prompter.after_optimizer_step(self.step, self.total_steps)
             correct = (logits.argmax(1) == y).sum()
             totals += torch.tensor([float(ce_sum.detach()), float(correct), float(len(y))])
         if processes.distributed:

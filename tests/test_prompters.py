@@ -1,4 +1,4 @@
-"""Prompters: registry and configs, DESIGN.md parameter counts, and the LoRSP properties.
+"""Prompters: registry and configs, DESIGN.md parameter counts, LoRSP v2 and pruned LoR-VP.
 
 Tests that loop over prompters are parametrized over the registry, so a newly registered prompter
 is tested without anyone remembering to (and fails until its parameter formula is added here).
@@ -22,8 +22,9 @@ from lorsp_neuro.prompters import (
     PromptOutput,
     create_prompter,
     list_prompters,
-    polarity_factor_weight,
+    magnitude_mask,
     prompter_class,
+    rank_one_gate_weight,
 )
 
 SIZE = 16
@@ -35,18 +36,27 @@ def _descriptor_dim(config) -> int:
     return 3 * config.descriptor_pool**2
 
 
+def _v1_count(h, w, c) -> int:
+    return c.factors * 3 * c.rank * (h + w) + _descriptor_dim(c) * c.factors + c.factors + 9
+
+
+def _v2_count(h, w, c) -> int:
+    """``3·r·(H+W)`` (V) + ``(3p²+1)·r`` (gate) + ``r`` (λ) + 3 (γ) + 3 (θ, unless controlled)."""
+    theta = 3 if getattr(c, "target_sparsity", None) is None else 0
+    return 3 * c.rank * (h + w) + (_descriptor_dim(c) + 1) * c.rank + c.rank + 3 + theta
+
+
 #: DESIGN.md §1 tunable-parameter formulas for an H×W image, per registered prompter.
 PARAMETER_FORMULAS = {
     "linear_probe": lambda h, w, c: 0,
     "full_dense": lambda h, w, c: 3 * h * w,
     "vp_pad": lambda h, w, c: 3 * (h * w - (h - 2 * c.pad_width) * (w - 2 * c.pad_width)),
     "lor_vp": lambda h, w, c: 3 * c.rank * (h + w),
-    "lorsp_ann": lambda h, w, c: (
-        c.factors * 3 * c.rank * (h + w) + _descriptor_dim(c) * c.factors + c.factors + 9
-    ),
-    "lorsp": lambda h, w, c: (
-        c.factors * 3 * c.rank * (h + w) + _descriptor_dim(c) * c.factors + c.factors + 9
-    ),
+    "lor_vp_pruned": lambda h, w, c: 3 * c.rank * (h + w),
+    "lorsp_ann": _v2_count,
+    "lorsp": _v2_count,
+    "lorsp_v1_ann": _v1_count,
+    "lorsp_v1": _v1_count,
 }
 
 
@@ -69,11 +79,14 @@ def _loss(output: PromptOutput, target: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_registry_lists_the_six_prompters_of_design_md():
+def test_registry_lists_the_prompters_of_design_md():
     assert set(list_prompters()) >= {
         "lorsp",
         "lorsp_ann",
+        "lorsp_v1",
+        "lorsp_v1_ann",
         "lor_vp",
+        "lor_vp_pruned",
         "vp_pad",
         "full_dense",
         "linear_probe",
@@ -93,11 +106,12 @@ def test_unknown_config_field_is_named():
 @pytest.mark.parametrize(
     ("name", "field", "value"),
     [
-        ("lorsp", "factors", 0),
+        ("lorsp", "rank", 0),
         ("lorsp", "rank", 1.5),
         ("lorsp", "steps", 0),
         ("lorsp", "descriptor_pool", True),
-        ("lorsp", "cell", "IFCell"),
+        ("lorsp", "grid", 0),
+        ("lorsp", "persistent", "yes"),
         ("lorsp", "dt", 0.0),
         ("lorsp", "dt", 0.01),  # dt·tau_mem_inv = 5: unstable Euler step
         ("lorsp", "tau_mem_inv", float("nan")),
@@ -107,9 +121,13 @@ def test_unknown_config_field_is_named():
         ("lorsp", "gate_rate_band", "high"),
         ("lorsp", "rate_reg_weight", -1.0),
         ("lorsp", "gate_lr_scale", 0.0),
-        ("lorsp", "alpha_lr_scale", -1.0),
-        ("lorsp_ann", "factor_scale", 0.0),
-        ("lorsp_ann", "alpha_init", float("inf")),
+        ("lorsp", "target_sparsity", 1.0),
+        ("lorsp", "target_sparsity", 0.0),
+        ("lorsp", "controller_gain", 0.0),
+        ("lorsp_ann", "a_init_std", 0.0),
+        ("lorsp_ann", "pixel_bias_init", float("inf")),
+        ("lor_vp_pruned", "target_sparsity", 1.0),
+        ("lor_vp_pruned", "prune_at", 1.5),
         ("lor_vp", "rank", 0),
         ("lor_vp", "a_init_std", -0.01),
         ("vp_pad", "pad_width", 0),
@@ -168,13 +186,24 @@ def test_every_registered_prompter_has_a_design_formula():
         ("vp_pad", {}, 69_840),
         ("full_dense", {}, 150_528),
         ("lor_vp", {"rank": 4}, 5_376),
-        ("lorsp", {"factors": 2, "rank": 2}, 2 * 1344 * 2 + 192 * 2 + 2 + 9),
-        ("lorsp_ann", {"factors": 2, "rank": 2}, 2 * 1344 * 2 + 192 * 2 + 2 + 9),
-        ("lorsp", {"factors": 3, "rank": 1, "descriptor_pool": 4}, 3 * 1344 + 48 * 3 + 3 + 9),
+        ("lor_vp_pruned", {"rank": 4}, 5_376),
+        ("lorsp", {}, 5_438),  # DESIGN.md §1: 1344·4 + 13·4 + 4 + 6
+        ("lorsp_ann", {}, 5_438),
+        ("lorsp", {"grid": 8}, 5_438),  # the grid changes neurons, not parameters
+        ("lorsp", {"target_sparsity": 0.9}, 5_435),  # θ is the controller's, not the optimizer's
+        ("lorsp", {"rank": 2, "descriptor_pool": 4}, 1344 * 2 + 49 * 2 + 2 + 6),
     ],
 )
 def test_parameter_counts_at_224_match_design_md(name, fields, expected):
     assert create_prompter(name, 224, **fields).num_tunable_parameters() == expected
+
+
+def test_lorsp_has_at_most_1_1_times_lor_vp_parameters_at_32_and_224():
+    for size in (32, 224):
+        lorsp = create_prompter("lorsp", size).num_tunable_parameters()
+        lor_vp = create_prompter("lor_vp", size).num_tunable_parameters()
+        assert lorsp <= 1.1 * lor_vp, (size, lorsp, lor_vp)
+    assert create_prompter("lorsp", 32).num_tunable_parameters() == 830  # DESIGN.md §1
 
 
 @pytest.mark.parametrize("name", list_prompters())
@@ -238,155 +267,160 @@ def test_param_groups_cover_each_tunable_parameter_once(name):
     assert set(ids) == {id(p) for p in prompter.parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("name", ["lorsp", "lorsp_ann"])
-def test_lorsp_gate_and_alpha_get_their_own_learning_rates(name):
-    prompter = create_prompter(name, SIZE, gate_lr_scale=0.1, alpha_lr_scale=5.0)
-    groups = {g["name"]: g for g in prompter.param_groups(1e-2)}
-    core = prompter.spiking_core if name == "lorsp" else prompter.relu_core
-    gate, alpha = groups[f"prompter.{name}.gate"], groups[f"prompter.{name}.alpha"]
-    assert gate["lr"] == pytest.approx(1e-3)
-    assert {id(p) for p in gate["params"]} == {id(p) for p in core.gate_affine.parameters()}
-    assert alpha["lr"] == pytest.approx(5e-2)
-    assert alpha["params"] == [prompter.alpha]
-    assert groups[f"prompter.{name}"]["lr"] == pytest.approx(1e-2)
-
-
 # ---------------------------------------------------------------------------------------------
-# LoRSP.
+# LoRSP v2: value readout.
 # ---------------------------------------------------------------------------------------------
 
 
-def _lorsp(**fields):
-    return create_prompter("lorsp", SIZE, **fields)
+def _lorsp(size: int = SIZE, **fields):
+    return create_prompter("lorsp", size, **fields)
 
 
-def test_spiking_core_has_the_attributes_the_exporter_reads():
-    prompter = _lorsp(factors=3, rank=2, descriptor_pool=4, steps=5)
+def _randomise(prompter, seed: int = 0):
+    """Non-zero B (LoR-VP's B starts at zero) so that V and the gate synapses are not zero."""
+    torch.manual_seed(seed)
+    core = prompter.spiking_core if hasattr(prompter, "spiking_core") else prompter.relu_core
+    with torch.no_grad():
+        core.value_left.normal_(0.0, 0.3)
+        core.value_right.normal_(0.0, 0.3)
+    return prompter
+
+
+def test_lorsp_gate_gets_its_own_learning_rate():
+    for name in ("lorsp", "lorsp_ann"):
+        prompter = create_prompter(name, SIZE, gate_lr_scale=0.1)
+        groups = {g["name"]: g for g in prompter.param_groups(1e-2)}
+        core = prompter.spiking_core if name == "lorsp" else prompter.relu_core
+        gate = groups[f"prompter.{name}.gate"]
+        assert gate["lr"] == pytest.approx(1e-3)
+        assert {id(p) for p in gate["params"]} == {
+            id(core.gate_affine.weight),
+            id(core.gate_bias),
+        }
+        assert groups[f"prompter.{name}"]["lr"] == pytest.approx(1e-2)
+
+
+def test_spiking_core_shapes_and_attributes_the_exporter_reads():
+    prompter = _lorsp(rank=3, descriptor_pool=4, steps=5)
     core = prompter.spiking_core
     assert isinstance(core, LoRSPSpikingCore)
-    assert isinstance(core.gate_affine, torch.nn.Linear)
     assert (core.gate_affine.in_features, core.gate_affine.out_features) == (48, 3)
-    assert core.factor_weight().shape == (2 * 3 * SIZE * SIZE, 3)
-    assert core.beta_on.shape == core.beta_off.shape == (3,)
-    assert core.pixel_scale().shape == (2 * 3 * SIZE * SIZE,)
-    assert (core.steps, core.dt) == (5, 1e-3)
-    x = _images(2)
-    seq = prompter.descriptor_sequence(x)
-    assert seq.shape == (5, 2, 48)
-    assert torch.equal(seq[0], seq[-1])  # the descriptor is presented at every step
-    gates, on, off = core(seq, x)
-    assert gates.shape == (5, 2, 3)
-    assert on.shape == off.shape == (5, 2, 3, SIZE, SIZE)
-    for spikes in (gates, on, off):
+    assert core.gate_affine.bias is None  # the gate bias comes from the constant-1 input
+    assert core.gate_weight().shape == (3 * SIZE * SIZE, 3)
+    assert core.image_scale().shape == (3 * SIZE * SIZE,)
+    assert core.pixel_bias_weight().shape == (3 * SIZE * SIZE, 1)
+    assert core.gate_bias_weight().shape == (3, 1)
+    assert (core.steps, core.dt, core.persistent) == (5, 1e-3, True)
+    assert core.pixel_neurons.p.tau_syn_inv == 0  # the current never decays
+    record = prompter.run_core(_images(2))
+    assert record.gates.shape == (5, 2, 3)
+    assert record.pixels.shape == (5, 2, 3, SIZE, SIZE)
+    for spikes in (record.gates, record.pixels):
         assert set(spikes.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_factor_weight_columns_are_relu_of_plus_and_minus_factors_on_then_off():
-    core = _lorsp(factors=2).spiking_core
-    factors = core.factors()
-    weight = core.factor_weight()
-    half = 3 * SIZE * SIZE
-    for k in range(2):
-        assert torch.equal(weight[:half, k], torch.relu(factors[k]).flatten())
-        assert torch.equal(weight[half:, k], torch.relu(-factors[k]).flatten())
-    assert torch.equal(weight, polarity_factor_weight(factors))
-
-
-def _reference_run(core, descriptor_seq, image, cell, tau_syn_inv):
-    """DESIGN.md §2 equations, stepped by hand on the core's own weights."""
-    dt, tau_mem_inv = core.dt, 500.0
-
-    def step(x, v, i, v_th):
-        i_new = i + x if cell == "LIFCell" else x
-        v = v + dt * tau_mem_inv * (0.0 - v + i_new)
-        i = (1 - dt * tau_syn_inv) * i_new
-        z = (v > v_th).float()
-        return z, (1 - z) * v, i
-
-    weight, scale = core.factor_weight(), core.pixel_scale()
-    image_current = scale * torch.cat([image.flatten(1)] * 2, dim=1)
+def _hand_run(prompter, x):
+    """DESIGN.md §1-2 stepped by hand: CubaLIF cells, inputs at step 0 only when persistent."""
+    core, config = prompter.spiking_core, prompter.config
+    dv = config.dt * config.tau_mem_inv
+    keep = 1.0 if config.persistent else 0.0  # 1 − dt·tau_syn_inv
+    d = torch.nn.functional.adaptive_avg_pool2d(x, config.descriptor_pool).flatten(1) - 0.5
+    gate_in = d @ core.gate_affine.weight.t() + core.gate_bias
+    gamma = core.image_gain.repeat_interleave(SIZE * SIZE)
+    theta = core.pixel_bias.repeat_interleave(SIZE * SIZE)
+    pixel_in = gamma * (x.flatten(1) - 0.5) + theta
+    left, right, lam = core.value_left, core.value_right, core.gate_scale
+    weight = torch.stack(
+        [
+            (
+                lam[k] * left[:, :, k].abs().unsqueeze(2) * right[:, k, :].abs().unsqueeze(1)
+            ).flatten()
+            for k in range(config.rank)
+        ],
+        dim=1,
+    )
     vg = ig = vp = ip = 0.0
     gates, pixels = [], []
-    for d in descriptor_seq:
-        g, vg, ig = step(core.gate_affine(d), vg, ig, 1.0)
-        s, vp, ip = step(g @ weight.t() + image_current, vp, ip, 1.0)
+    for t in range(config.steps):
+        shown = t == 0 or not config.persistent
+        ig = keep * ig + (gate_in if shown else 0.0)
+        vg = vg + dv * (ig - vg)
+        g = (vg > config.gate_threshold).to(vg.dtype)
+        vg = (1 - g) * vg
+        ip = keep * ip + g @ weight.t() + (pixel_in if shown else 0.0)
+        vp = vp + dv * (ip - vp)
+        s = (vp > config.pixel_threshold).to(vp.dtype)
+        vp = (1 - s) * vp
         gates.append(g)
         pixels.append(s)
     return torch.stack(gates), torch.stack(pixels)
 
 
-@pytest.mark.parametrize("cell", ["LIFCell", "LIFBoxCell"])
-def test_spiking_core_is_literally_affine_lif_linear_lif_plus_scale(cell):
-    torch.manual_seed(3)
-    prompter = _lorsp(cell=cell, tau_syn_inv=200.0, steps=10, factors=3)
-    x = _images(3)
-    seq = prompter.descriptor_sequence(x)
+@pytest.mark.parametrize("persistent", [True, False])
+def test_spiking_core_follows_the_design_equations(persistent):
+    prompter = _randomise(_lorsp(steps=6, persistent=persistent), seed=3)
+    x = _images(3).double()
+    prompter = prompter.double()
     with torch.no_grad():
-        gates, on, off = prompter.spiking_core(seq, x)
-        ref_gates, ref_pixels = _reference_run(prompter.spiking_core, seq, x, cell, 200.0)
-    assert 0 < gates.mean() < 1 and 0 < on.mean() < 1
-    assert torch.equal(gates, ref_gates)
-    assert torch.equal(torch.cat([on, off], dim=2).flatten(2), ref_pixels)
+        record = prompter.run_core(x)
+        gates, pixels = _hand_run(prompter, x)
+    assert 0 < record.gates.mean() < 1 and 0 < record.pixels.mean() < 1
+    assert torch.equal(record.gates, gates)
+    assert torch.equal(record.pixels.flatten(2), pixels)
 
 
-def test_lif_and_lifbox_cells_have_different_dynamics_when_currents_persist():
+def test_persistent_and_per_step_inputs_differ():
     x = _images(3)
-    runs = []
-    for cell in ("LIFCell", "LIFBoxCell"):
-        torch.manual_seed(0)
-        prompter = _lorsp(cell=cell, tau_syn_inv=100.0)
-        runs.append(prompter.spiking_core(prompter.descriptor_sequence(x), x))
-    assert not torch.equal(runs[0][1], runs[1][1])
+    persistent = _randomise(_lorsp(steps=6)).run_core(x).pixels
+    every_step = _randomise(_lorsp(steps=6, persistent=False)).run_core(x).pixels
+    assert not torch.equal(persistent, every_step)
 
 
-def test_prompt_is_exactly_zero_where_no_pixel_neuron_fired():
-    prompter = _lorsp()
-    with torch.no_grad():
-        prompter.alpha.fill_(0.7)
+def test_gate_synapse_column_k_is_v_s_own_rank_one_component():
+    prompter = _randomise(_lorsp(32, rank=3))
+    core = prompter.spiking_core
+    weight = core.gate_weight().detach()
+    for k in range(3):
+        column = weight[:, k].view(3, 32, 32)
+        expected = core.gate_scale[k] * torch.einsum(
+            "ch,cw->chw", core.value_left[:, :, k].abs(), core.value_right[:, k, :].abs()
+        )
+        assert torch.allclose(column, expected.detach())
+        for channel in range(3):
+            assert torch.linalg.matrix_rank(column[channel]) == 1
+    values = core.values().detach()
+    for channel in range(3):
+        assert torch.linalg.matrix_rank(values[channel]) <= 3
+
+
+def test_prompt_is_values_times_rate_and_exactly_zero_where_silent():
+    prompter = _randomise(_lorsp(pixel_bias_init=0.0))
     x = _images(4)
-    _gates, on, off = prompter.spiking_core(prompter.descriptor_sequence(x), x)
-    prompt = prompter(x).prompt
-    silent = (on.sum(0) + off.sum(0)) == 0
-    assert 0.05 < silent.float().mean() < 0.999  # sparse, but not empty
-    assert torch.all(prompt[silent] == 0)
-    assert torch.all(prompt[(on.sum(0) - off.sum(0)) != 0] != 0)
-    assert torch.allclose(prompt, prompter.prompt_from_spikes(on, off))
+    out = prompter(x)
+    rates = prompter.run_core(x).pixels.mean(0)
+    assert torch.equal(out.prompt, prompter.spiking_core.values() * rates)
+    silent = rates == 0
+    assert 0.01 < silent.float().mean() < 0.99
+    assert torch.all(out.prompt[silent] == 0)
+    assert out.stats["silent_fraction"] == pytest.approx(silent.float().mean().item())
 
 
-def test_prompt_is_zero_at_init_and_alpha_gets_a_gradient():
+def test_prompt_is_lor_vp_s_when_every_neuron_fires_at_every_step():
+    prompter = _randomise(_lorsp())
+    with torch.no_grad():
+        prompter.spiking_core.pixel_bias.fill_(100.0)
+    out = prompter(_images(2))
+    values = prompter.spiking_core.values()
+    assert torch.equal(out.prompt, values.expand_as(out.prompt))
+
+
+def test_prompt_is_zero_at_init_like_lor_vp_and_b_learns_first():
     prompter = _lorsp()
     x = _images(4)
     out = prompter(x)
     assert torch.all(out.prompt == 0)
-    assert torch.equal(out.prompted, x)
-    _loss(out, _images(4)).backward()
-    assert prompter.alpha.grad.abs().min() > 0
-
-
-def test_prompt_gradients_reach_every_parameter_once_alpha_is_nonzero():
-    """What the zero-alpha start buys: B, A, gate and betas all learn through the surrogate."""
-    prompter = _lorsp()
-    with torch.no_grad():
-        prompter.alpha.fill_(0.1)
-    x = _images(4)
-    out = prompter(x)
-    (out.prompted - _images(4)).square().mean().backward()  # task loss only, no regulariser
-    for pname, param in prompter.named_parameters():
-        assert param.grad.abs().sum() > 0, pname
-
-
-def test_zero_initialised_factors_collapse_the_gradient_as_design_md_warns():
-    """Negative control for the test above: LoR-VP's zero B makes every factor gradient zero."""
-    prompter = _lorsp()
-    with torch.no_grad():
-        prompter.alpha.fill_(0.1)
-        prompter.spiking_core.factor_left.zero_()
-    out = prompter(_images(4))
     (out.prompted - _images(4)).square().mean().backward()
-    core = prompter.spiking_core
-    assert core.factor_left.grad.abs().sum() == 0
-    assert core.factor_right.grad.abs().sum() == 0
-    assert core.gate_affine.weight.grad.abs().sum() == 0
+    assert prompter.spiking_core.value_left.grad.abs().sum() > 0
 
 
 def test_images_of_the_same_class_get_different_prompts():
@@ -394,77 +428,85 @@ def test_images_of_the_same_class_get_different_prompts():
     x = torch.stack(
         [_foolbox_imagenet(f, SIZE) for f in ("imagenet_06_609.jpg", "imagenet_07_609.jpg")]
     )
-    prompter = _lorsp()
-    with torch.no_grad():
-        prompter.alpha.fill_(1.0)
-    prompt = prompter(x).prompt
+    prompt = _randomise(_lorsp())(x).prompt
     assert not torch.equal(prompt[0], prompt[1])
 
 
-def test_pixel_synapse_makes_prompts_differ_even_when_the_gates_agree():
-    """With identical gate spikes (gate weights zeroed) only the one-to-one image synapse differs."""
-    prompter = _lorsp()
+def test_image_synapse_makes_prompts_differ_even_when_the_gates_agree():
+    prompter = _randomise(_lorsp())
     with torch.no_grad():
-        prompter.alpha.fill_(1.0)
         prompter.spiking_core.gate_affine.weight.zero_()
     x = _images(2)
-    gates, on, off = prompter.spiking_core(prompter.descriptor_sequence(x), x)
-    assert torch.equal(gates[:, 0], gates[:, 1])
-    prompt = prompter.prompt_from_spikes(on, off)
+    record = prompter.run_core(x)
+    assert torch.equal(record.gates[:, 0], record.gates[:, 1])
+    prompt = prompter(x).prompt
     assert not torch.equal(prompt[0], prompt[1])
     with torch.no_grad():
-        prompter.spiking_core.beta_on.zero_()
-        prompter.spiking_core.beta_off.zero_()
+        prompter.spiking_core.image_gain.zero_()
     prompt = prompter(x).prompt
     assert torch.equal(prompt[0], prompt[1])  # without the synapse: one shared pattern
 
 
-def test_factor_drive_has_rank_at_most_k_times_r_per_channel():
-    factors, rank, size = 2, 2, 32
-    prompter = create_prompter("lorsp", size, factors=factors, rank=rank)
+def test_grid_neurons_drive_their_cells():
+    prompter = _randomise(_lorsp(grid=4))
     core = prompter.spiking_core
-    f = core.factors().detach()
-    for gates in (torch.ones(factors), torch.tensor([1.0, 0.0]), torch.rand(factors)):
-        drive = torch.einsum("k,kchw->chw", gates, f)
-        for channel in range(3):
-            assert torch.linalg.matrix_rank(drive[channel]) <= factors * rank
-    assert torch.linalg.matrix_rank(torch.einsum("kchw->chw", f)[0]) == factors * rank
-    for k in range(factors):
-        assert torch.linalg.matrix_rank(f[k, 0]) == rank
+    assert core.neuron_shape == (3, 4, 4) and core.num_pixel_neurons == 48
+    assert core.gate_weight().shape == (48, 4)
+    x = _images(2)
+    record = prompter.run_core(x)
+    assert record.pixels.shape == (4, 2, 3, 4, 4)
+    prompt = prompter(x).prompt
+    rates = record.pixels.mean(0).repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    assert torch.equal(prompt, core.values() * rates)
+    pooled = rank_one_gate_weight(core.value_left, core.value_right, core.gate_scale, None)
+    pooled = torch.nn.functional.avg_pool2d(pooled.t().reshape(4, 3, SIZE, SIZE), 4)
+    assert torch.allclose(core.gate_weight().t().reshape(4, 3, 4, 4), pooled)
+
+
+def test_grid_must_divide_the_image():
+    with pytest.raises(ConfigError, match="grid=5 must divide"):
+        _lorsp(grid=5)
 
 
 def test_rate_regulariser_revives_a_silent_gate():
-    prompter = _lorsp(factors=2, gate_rate_band=(0.1, 0.6), pixel_rate_band=None)
+    prompter = _lorsp(gate_rate_band=(0.1, 0.6), pixel_rate_band=None)
     with torch.no_grad():
-        prompter.spiking_core.gate_affine.bias.fill_(-20.0)
+        prompter.spiking_core.gate_bias.fill_(-20.0)
     out = prompter(_images(4))
     assert out.stats["gate_rate"] == 0
     assert out.stats["reg_loss"].item() == pytest.approx(0.1**2)
     out.stats["reg_loss"].backward()
-    assert torch.all(prompter.spiking_core.gate_affine.bias.grad < 0)  # descent raises the bias
+    assert torch.all(prompter.spiking_core.gate_bias.grad < 0)  # descent raises the bias
 
 
-def test_rate_regulariser_is_zero_inside_the_band_and_weighted():
-    x = _images(2)
-    prompter = _lorsp(gate_rate_band=(0.0, 1.0), pixel_rate_band=(0.0, 1.0))
-    assert prompter(x).stats["reg_loss"] == 0
-    prompter = _lorsp(gate_rate_band=(1.0, 1.0), pixel_rate_band=(0.0, 0.0), rate_reg_weight=2.0)
-    gates, on, off = prompter.spiking_core(prompter.descriptor_sequence(x), x)
-    gate_term = (1.0 - gates.mean(dim=(0, 1))).square().mean()
-    pixel_term = (0.5 * (on.mean() + off.mean())).square()
-    expected = 2.0 * (gate_term + pixel_term)
-    assert expected > 0
-    assert prompter(x).stats["reg_loss"].item() == pytest.approx(expected.item())
+def test_sparsity_controller_reaches_its_target_and_moves_only_theta():
+    """The θ controller alone (no optimizer) drives the silent fraction to s* on random images."""
+    torch.manual_seed(0)
+    prompter = _randomise(_lorsp(32, target_sparsity=0.8)).train()
+    assert "spiking_core.pixel_bias" in dict(prompter.named_buffers())
+    before = {n: p.detach().clone() for n, p in prompter.named_parameters()}
+    theta0 = prompter.spiking_core.pixel_bias.clone()
+    for step in range(150):
+        prompter(_images(16, 32))
+        prompter.after_optimizer_step(step + 1, 150)
+    assert torch.all(prompter.spiking_core.pixel_bias < theta0)  # more silence: less bias
+    for name, param in prompter.named_parameters():
+        assert torch.equal(param, before[name]), name
+    prompter.eval()
+    silent = prompter(_images(64, 32)).stats["silent_fraction"].item()
+    assert silent == pytest.approx(0.8, abs=0.05)
 
 
-def test_lorsp_stats_are_the_firing_rates():
-    prompter = _lorsp()
-    x = _images(3)
-    out = prompter(x)
-    gates, on, off = prompter.spiking_core(prompter.descriptor_sequence(x), x)
-    assert out.stats["gate_rate"] == pytest.approx(gates.mean().item())
-    assert out.stats["pixel_rate"] == pytest.approx(torch.cat([on, off]).mean().item())
-    assert 0 < out.stats["pixel_rate"] < 0.5
+def test_controller_sits_out_evaluation_and_runs_without_a_target():
+    prompter = _randomise(_lorsp(target_sparsity=0.5)).eval()
+    theta = prompter.spiking_core.pixel_bias.clone()
+    prompter(_images(4))
+    prompter.after_optimizer_step(1, 10)  # no training batch seen: nothing to act on
+    assert torch.equal(prompter.spiking_core.pixel_bias, theta)
+    natural = _lorsp().train()
+    natural(_images(4))
+    natural.after_optimizer_step(1, 10)
+    assert isinstance(natural.spiking_core.pixel_bias, torch.nn.Parameter)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,31 +514,75 @@ def test_lorsp_stats_are_the_firing_rates():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_ann_twin_shares_the_synapse_layout_and_is_sparse():
-    ann = create_prompter("lorsp_ann", SIZE)
+def test_ann_twin_shares_the_synapses_and_is_sparse():
+    ann = _randomise(create_prompter("lorsp_ann", SIZE, pixel_bias_init=0.0))
     lif = _lorsp()
     assert {n for n, _ in ann.relu_core.named_parameters()} == {
         n for n, _ in lif.spiking_core.named_parameters()
     }
-    with torch.no_grad():
-        ann.alpha.fill_(1.0)
     x = _images(2)
-    _gates, on, off = ann.relu_core(ann.descriptor(x), x)
+    _gates, rates = ann.relu_core(ann.descriptor(x), x)
+    assert rates.min() >= 0 and rates.max() <= 1
     prompt = ann(x).prompt
-    assert torch.all(prompt[(on == 0) & (off == 0)] == 0)
+    assert torch.equal(prompt, ann.relu_core.values() * rates)
     assert 0 < (prompt == 0).float().mean() < 1
 
 
 def test_ann_twin_mac_count():
-    ann = create_prompter("lorsp_ann", (32, 48), factors=3, descriptor_pool=4)
+    ann = create_prompter("lorsp_ann", (32, 48), rank=3, descriptor_pool=4)
     pixels = 3 * 32 * 48
     assert ann.mac_count() == {
         "descriptor_pool": pixels,
-        "gate_affine": 48 * 3,
-        "factor_linear": 2 * pixels * 3,
-        "pixel_scale": 2 * pixels,
-        "prompt_combine": pixels,
+        "gate_affine": 49 * 3,
+        "gate_synapses": pixels * 3,
+        "image_gain": pixels,
+        "pixel_bias": pixels,
+        "value_readout": pixels,
     }
+    grid = create_prompter("lorsp_ann", 32, grid=8).mac_count()
+    assert grid["gate_synapses"] == 3 * 64 * 4 and grid["descriptor_pool"] == 2 * 3 * 32 * 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruned LoR-VP.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.95])
+def test_magnitude_mask_zeroes_exactly_the_smallest_entries(sparsity):
+    prompt = torch.randn(3, 8, 8)
+    mask = magnitude_mask(prompt, sparsity)
+    assert int((mask == 0).sum()) == round(sparsity * prompt.numel())
+    if sparsity > 0:
+        assert prompt[mask == 0].abs().max() <= prompt[mask == 1].abs().min()
+    assert int((magnitude_mask(torch.zeros(3, 8, 8), sparsity) == 0).sum()) == round(
+        sparsity * 192
+    )  # ties (the zero init) still give the exact sparsity
+
+
+def test_pruned_lor_vp_is_sparse_at_any_time_and_fixes_its_mask_at_prune_at():
+    torch.manual_seed(0)
+    prompter = create_prompter("lor_vp_pruned", SIZE, target_sparsity=0.75, prune_at=0.5)
+    with torch.no_grad():
+        prompter.left.normal_()  # LoR-VP's zero B would make every entry zero
+    optimizer = torch.optim.Adam(prompter.parameters(), lr=0.05)
+    x, target = _images(4), _images(4)
+    masks = []
+    for step in range(1, 11):
+        out = prompter(x)
+        assert (out.prompt[0] == 0).float().mean() == pytest.approx(0.75, abs=0.01)
+        optimizer.zero_grad()
+        (out.prompted - target).square().mean().backward()
+        optimizer.step()
+        prompter.after_optimizer_step(step, 10)
+        assert bool(prompter.mask_fixed) == (step >= 5)
+        masks.append(prompter.mask.clone())
+    assert all(torch.equal(masks[4], m) for m in masks[5:])
+    state = prompter.state_dict()
+    assert {"mask", "mask_fixed"} <= set(state)  # checkpointed with the run
+    fresh = create_prompter("lor_vp_pruned", SIZE, target_sparsity=0.75)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh(x).prompt, prompter(x).prompt)
 
 
 def test_prompter_class_lookup():

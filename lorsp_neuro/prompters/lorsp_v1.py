@@ -1,31 +1,16 @@
-r"""Visual prompters: LoRSP (the spiking low-rank prompter), its ANN twin and the VP baselines.
+"""LoRSP v1 (``lorsp_v1``) and its ANN twin (``lorsp_v1_ann``): the spikes carry the prompt's values.
 
-A prompter maps a batch of images ``x`` (``(B, 3, H, W)`` in [0, 1], not yet normalized) to a
-:class:`PromptOutput` with ``prompted = x + prompt``; the frozen backbone normalizes afterwards.
-Prompters are registered by name (:func:`register_prompter`) together with a dataclass ``Config``
-whose ``__post_init__`` rejects a bad field, and built with :func:`create_prompter`.
-
-=================  =========================================  ===================================
-name               prompt                                     tunable parameters (H×W image)
-=================  =========================================  ===================================
-``linear_probe``   none                                       0
-``vp_pad``         learnable border of width ``p``            3·(H·W − (H−2p)·(W−2p))
-``full_dense``     one 3×H×W prompt                           3·H·W
-``lor_vp``         ``bmm(B, A)`` per channel, rank r          3·r·(H+W)
-``lorsp_ann``      LoRSP with ReLU units (the ANN twin)       K·3·r·(H+W) + D·K + K + 9
-``lorsp``          spiking low-rank prompt (DESIGN.md §1)     K·3·r·(H+W) + D·K + K + 9
-=================  =========================================  ===================================
-
-At 224 px, ``3·(H+W) = 1344``: LoR-VP has ``1344·r`` and LoRSP ``K·1344·r + D·K + K + 9``.
+Kept so the comparison with the v2 default (:mod:`lorsp_neuro.prompters.lorsp`) stays
+reproducible; DESIGN.md §1 describes both. ``K`` factors ``F_k = B_k A_k`` of rank ``r`` drive ON
+and OFF pixel populations through ``[relu(F); relu(−F)]``, gated by K gate neurons, and the prompt
+is ``alpha ⊙ (rate_on − rate_off)``: ``K·3·r·(H+W) + D·K + K + 9`` tunable parameters.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,44 +18,21 @@ from torch import nn
 
 from lorsp_neuro.configs import (
     ConfigError,
-    build_config,
     require_band,
     require_choice,
     require_float,
     require_int,
 )
-from lorsp_neuro.errors import LorspError
 from lorsp_neuro.neurons import CELL_FACTORIES, make_cell, rate_band_penalty
-
-CHANNELS = 3
-#: Subtracted from the pooled [0, 1] pixels to centre the gate descriptor.
-DESCRIPTOR_CENTRE = 0.5
-
-
-class PromptOutput(NamedTuple):
-    """What a prompter returns: the prompted image, the prompt (``None`` for no prompt), stats.
-
-    ``stats`` holds scalar tensors (``gate_rate``, ``pixel_rate``, ``reg_loss`` …); ``reg_loss``,
-    when present, is added to the training loss.
-    """
-
-    prompted: torch.Tensor
-    prompt: torch.Tensor | None
-    stats: dict[str, torch.Tensor]
-
-
-# --------------------------------------------------------------------------------------------
-# Pure functions: the maths of the prompts.
-# --------------------------------------------------------------------------------------------
-
-
-def low_rank_prompt(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    r"""Per-channel low-rank products :math:`P_{\dots c} = B_{\dots c} A_{\dots c}`.
-
-    ``left`` is ``(..., C, H, r)``, ``right`` ``(..., C, r, W)``; the result ``(..., C, H, W)`` has
-    rank at most ``r`` in every channel (LoR-VP: ``P = bmm(B, A)``).
-    """
-    return torch.matmul(left, right)
+from lorsp_neuro.prompters.base import (
+    CHANNELS,
+    Prompter,
+    PromptOutput,
+    descriptor_dim,
+    low_rank_prompt,
+    pooled_descriptor,
+    register_prompter,
+)
 
 
 def polarity_factor_weight(factors: torch.Tensor) -> torch.Tensor:
@@ -111,258 +73,14 @@ def spike_prompt(alpha: torch.Tensor, on_spikes: torch.Tensor, off_spikes: torch
     return alpha.view(1, -1, 1, 1) * (on_spikes.mean(0) - off_spikes.mean(0))
 
 
-def border_mask(height: int, width: int, pad_width: int) -> torch.Tensor:
-    """``(H, W)`` boolean mask that is True on the border of width ``pad_width`` (VP padding)."""
-    mask = torch.ones(height, width, dtype=torch.bool)
-    mask[pad_width : height - pad_width, pad_width : width - pad_width] = False
-    return mask
-
-
-def descriptor_dim(pool: int) -> int:
-    """Size ``D = C·pool²`` of the pooled image descriptor the gate neurons see."""
-    return CHANNELS * pool * pool
-
-
-# --------------------------------------------------------------------------------------------
-# Registry.
-# --------------------------------------------------------------------------------------------
-
-_PROMPTERS: dict[str, type[Prompter]] = {}
-
-
-def register_prompter(name: str) -> Callable[[type[Prompter]], type[Prompter]]:
-    """Class decorator: register a :class:`Prompter` subclass (with a dataclass ``Config``)."""
-
-    def decorate(cls: type[Prompter]) -> type[Prompter]:
-        if name in _PROMPTERS:
-            raise LorspError(f"prompter {name!r} is registered twice")
-        if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
-            raise LorspError(f"prompter {name!r}: {cls.__name__}.Config must be a dataclass")
-        cls.name = name
-        _PROMPTERS[name] = cls
-        return cls
-
-    return decorate
-
-
-def list_prompters() -> list[str]:
-    """Names of all registered prompters, sorted."""
-    return sorted(_PROMPTERS)
-
-
-def prompter_class(name: str) -> type[Prompter]:
-    """The class registered as ``name``; an unknown name raises :class:`LorspError`."""
-    try:
-        return _PROMPTERS[name]
-    except KeyError:
-        raise LorspError(
-            f"unknown prompter {name!r}; known prompters: {', '.join(list_prompters())}"
-        ) from None
-
-
-def create_prompter(name: str, image_size: int | tuple[int, int], **config_fields: Any) -> Prompter:
-    """Build the prompter ``name`` for ``image_size`` (int or ``(H, W)``) from config fields.
-
-    >>> p = create_prompter("lor_vp", 224, rank=4)
-    >>> p.num_tunable_parameters()
-    5376
-    """
-    cls = prompter_class(name)
-    config = build_config(cls.Config, f"prompter {name!r}", config_fields)
-    return cls(config, image_size)
-
-
-def _as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        size = (image_size, image_size)
-    elif isinstance(image_size, (tuple, list)) and all(isinstance(s, int) for s in image_size):
-        size = tuple(image_size)
-    else:
-        size = ()
-    if len(size) != 2 or min(size) < 1:
-        raise ConfigError(f"image_size must be a positive int or (H, W), got {image_size!r}")
-    return size
-
-
-class Prompter(nn.Module):
-    """Base class: holds the config and image size; counts tunable parameters."""
-
-    name: ClassVar[str]
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any, image_size: int | tuple[int, int]):
-        super().__init__()
-        self.config = config
-        self.image_size = _as_hw(image_size)
-
-    def num_tunable_parameters(self) -> int:
-        """Number of trainable scalars (the DESIGN.md formula of each prompter)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups; one group at ``base_lr`` unless a prompter says otherwise."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return (
-            [{"name": f"prompter.{self.name}", "params": params, "lr": base_lr}] if params else []
-        )
-
-    def config_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict (``create_prompter(name, size, **config_dict())``)."""
-        return dataclasses.asdict(self.config)
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != CHANNELS or tuple(x.shape[2:]) != self.image_size:
-            raise LorspError(
-                f"prompter {self.name!r}: expected images of shape (B, {CHANNELS}, "
-                f"{self.image_size[0]}, {self.image_size[1]}), got {tuple(x.shape)}"
-            )
-
-    def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, config={self.config}"
-
-
-# --------------------------------------------------------------------------------------------
-# Baselines.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class NoPromptConfig:
-    """``linear_probe`` has no prompt and no fields."""
-
-
-@register_prompter("linear_probe")
-class NoPrompt(Prompter):
-    """No prompt: the image goes to the backbone unchanged (the plain probe baseline)."""
-
-    Config = NoPromptConfig
-
-    def forward(self, x: torch.Tensor) -> PromptOutput:
-        self._check_input(x)
-        return PromptOutput(x, None, {})
-
-
-@dataclass
-class FullDenseConfig:
-    """``full_dense``: one learnable ``3×H×W`` prompt added to every image.
-
-    init_std: standard deviation of the initial prompt (0 starts from the plain image).
-    """
-
-    init_std: float = 0.0
-
-    def __post_init__(self):
-        require_float(self, "init_std", nonnegative=True)
-
-
-@register_prompter("full_dense")
-class FullDensePrompt(Prompter):
-    """A dense, instance-agnostic pixel prompt: ``3·H·W`` parameters."""
-
-    Config = FullDenseConfig
-
-    def __init__(self, config: FullDenseConfig, image_size):
-        super().__init__(config, image_size)
-        self.prompt = nn.Parameter(torch.randn(CHANNELS, *self.image_size) * config.init_std)
-
-    def forward(self, x: torch.Tensor) -> PromptOutput:
-        self._check_input(x)
-        prompt = self.prompt.unsqueeze(0).expand_as(x)
-        return PromptOutput(x + prompt, prompt, {})
-
-
-@dataclass
-class PadConfig:
-    """``vp_pad`` (Bahng et al. 2022): a learnable border added to the image.
-
-    pad_width: border width in pixels; ``None`` scales the paper's 30 px at 224 px to the image
-        size (``round(30·min(H, W)/224)``, at least 1).
-    """
-
-    pad_width: int | None = None
-
-    def __post_init__(self):
-        if self.pad_width is not None:
-            require_int(self, "pad_width", minimum=1)
-
-
-def default_pad_width(height: int, width: int) -> int:
-    """The paper's 30 px border at 224 px, scaled to ``min(H, W)``: ``max(1, round(30·s/224))``."""
-    return max(1, round(30 * min(height, width) / 224))
-
-
-@register_prompter("vp_pad")
-class PadPrompt(Prompter):
-    """A learnable border of width ``p``: ``3·(H·W − (H−2p)(W−2p))`` parameters (69,840 at 224)."""
-
-    Config = PadConfig
-
-    def __init__(self, config: PadConfig, image_size):
-        super().__init__(config, image_size)
-        height, width = self.image_size
-        pad = config.pad_width if config.pad_width is not None else default_pad_width(height, width)
-        if 2 * pad >= min(height, width):
-            raise ConfigError(
-                f"PadConfig.pad_width={pad} leaves no image inside a {height}×{width} border "
-                f"(needs 2·pad_width < {min(height, width)})"
-            )
-        self.pad_width = pad
-        self.register_buffer("mask", border_mask(height, width, pad), persistent=False)
-        self.border = nn.Parameter(torch.zeros(CHANNELS, int(self.mask.sum())))
-
-    def border_prompt(self) -> torch.Tensor:
-        """The ``(3, H, W)`` prompt: the border values, zero inside."""
-        prompt = self.border.new_zeros(CHANNELS, *self.image_size)
-        return prompt.masked_scatter(self.mask.expand(CHANNELS, -1, -1), self.border)
-
-    def forward(self, x: torch.Tensor) -> PromptOutput:
-        self._check_input(x)
-        prompt = self.border_prompt().unsqueeze(0).expand_as(x)
-        return PromptOutput(x + prompt, prompt, {})
-
-
-@dataclass
-class LoRVPConfig:
-    """``lor_vp`` (LoR-VP, ICLR 2025): ``P = bmm(B, A)`` per channel.
-
-    rank: r, the rank of each channel's prompt.
-    a_init_std: A ~ N(0, a_init_std²); B starts at zero, so the prompt starts at zero.
-    """
-
-    rank: int = 4
-    a_init_std: float = 0.01
-
-    def __post_init__(self):
-        require_int(self, "rank")
-        require_float(self, "a_init_std", positive=True)
-
-
-@register_prompter("lor_vp")
-class LoRVPPrompt(Prompter):
-    """LoR-VP: ``B: 3×H×r`` (zero), ``A: 3×r×W`` (Gaussian); ``3·r·(H+W)`` parameters."""
-
-    Config = LoRVPConfig
-
-    def __init__(self, config: LoRVPConfig, image_size):
-        super().__init__(config, image_size)
-        height, width = self.image_size
-        self.left = nn.Parameter(torch.zeros(CHANNELS, height, config.rank))
-        self.right = nn.Parameter(torch.randn(CHANNELS, config.rank, width) * config.a_init_std)
-
-    def forward(self, x: torch.Tensor) -> PromptOutput:
-        self._check_input(x)
-        prompt = low_rank_prompt(self.left, self.right).unsqueeze(0).expand_as(x)
-        return PromptOutput(x + prompt, prompt, {})
-
-
 # --------------------------------------------------------------------------------------------
 # LoRSP and its ANN twin.
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class LoRSPAnnConfig:
-    """Fields shared by ``lorsp`` and its ReLU twin ``lorsp_ann`` (DESIGN.md §1).
+class LoRSPv1AnnConfig:
+    """Fields shared by ``lorsp_v1`` and its ReLU twin ``lorsp_v1_ann`` (DESIGN.md §1, v1).
 
     factors: K, the number of prompt factors (= gate neurons).
     rank: r, the rank of each factor per channel.
@@ -405,8 +123,8 @@ class LoRSPAnnConfig:
 
 
 @dataclass
-class LoRSPConfig(LoRSPAnnConfig):
-    """``lorsp``: the shared fields plus the spiking dynamics and the firing-rate regulariser.
+class LoRSPv1Config(LoRSPv1AnnConfig):
+    """``lorsp_v1``: the shared fields plus the spiking dynamics and the firing-rate regulariser.
 
     steps: T, simulation steps per image (the descriptor is presented at every step).
     cell: ``"LIFCell"`` (current-based, NIR CubaLIF) or ``"LIFBoxCell"`` (NIR LIF).
@@ -436,7 +154,7 @@ class LoRSPConfig(LoRSPAnnConfig):
             require_float(self, name, positive=True)
         if self.dt * self.tau_mem_inv > 1 or self.dt * self.tau_syn_inv > 1:
             raise ConfigError(
-                f"LoRSPConfig.dt={self.dt} is too large for tau_mem_inv={self.tau_mem_inv}, "
+                f"LoRSPv1Config.dt={self.dt} is too large for tau_mem_inv={self.tau_mem_inv}, "
                 f"tau_syn_inv={self.tau_syn_inv}: dt·tau_inv must be <= 1 for a stable Euler step"
             )
         require_band(self, "gate_rate_band")
@@ -451,7 +169,7 @@ class LowRankPixelSynapses(nn.Module):
     ``factor_right`` ``(K, 3, r, W)``), and the one-to-one gains ``beta_on``/``beta_off`` (3,).
     """
 
-    def __init__(self, config: LoRSPAnnConfig, image_size: tuple[int, int]):
+    def __init__(self, config: LoRSPv1AnnConfig, image_size: tuple[int, int]):
         super().__init__()
         height, width = image_size
         self.image_size = image_size
@@ -510,7 +228,7 @@ class LoRSPSpikingCore(LowRankPixelSynapses):
     ``2·3·H·W`` neurons whose first half is ON and second half OFF.
     """
 
-    def __init__(self, config: LoRSPConfig, image_size: tuple[int, int]):
+    def __init__(self, config: LoRSPv1Config, image_size: tuple[int, int]):
         super().__init__(config, image_size)
         self.steps = config.steps
         self.dt = config.dt
@@ -550,7 +268,7 @@ class LoRSPReLUCore(LowRankPixelSynapses):
     threshold).
     """
 
-    def __init__(self, config: LoRSPAnnConfig, image_size: tuple[int, int]):
+    def __init__(self, config: LoRSPv1AnnConfig, image_size: tuple[int, int]):
         super().__init__(config, image_size)
         self.gate_threshold = config.gate_threshold
         self.pixel_threshold = config.pixel_threshold
@@ -584,18 +302,13 @@ class LoRSPReLUCore(LowRankPixelSynapses):
 class _FactorPrompter(Prompter):
     """Host parts shared by LoRSP and its twin: the descriptor pooling and ``alpha``."""
 
-    def __init__(self, config: LoRSPAnnConfig, image_size):
+    def __init__(self, config: LoRSPv1AnnConfig, image_size):
         super().__init__(config, image_size)
         self.alpha = nn.Parameter(torch.full((CHANNELS,), float(config.alpha_init)))
 
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, D)``: adaptive average pool to ``3×pool×pool``, flattened, minus 0.5.
-
-        Centring the [0, 1] pixels keeps an image-independent offset ``W_g·0.5`` out of the gate
-        drive, so ``gate_bias`` alone sets where the gates start (uncentred, one gate in two
-        started silent or saturated for every image).
-        """
-        return F.adaptive_avg_pool2d(x, self.config.descriptor_pool).flatten(1) - DESCRIPTOR_CENTRE
+        """``(B, D)``: :func:`~lorsp_neuro.prompters.base.pooled_descriptor` of ``x``."""
+        return pooled_descriptor(x, self.config.descriptor_pool)
 
     def prompt_from_spikes(self, on: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
         """``alpha ⊙ (mean_t on − mean_t off)`` for ``(T, B, 3, H, W)`` spike trains."""
@@ -625,16 +338,16 @@ class _FactorPrompter(Prompter):
         ]
 
 
-@register_prompter("lorsp")
-class LoRSPPrompter(_FactorPrompter):
-    """Low-Rank visual Spike Prompting: the reference design of DESIGN.md §1.
+@register_prompter("lorsp_v1")
+class LoRSPv1Prompter(_FactorPrompter):
+    """LoRSP v1 (DESIGN.md §1): the ON/OFF spike rates carry the prompt values.
 
     ``spiking_core`` is the exportable spiking network; pooling and ``alpha·(on − off)`` stay here.
     """
 
-    Config = LoRSPConfig
+    Config = LoRSPv1Config
 
-    def __init__(self, config: LoRSPConfig, image_size):
+    def __init__(self, config: LoRSPv1Config, image_size):
         super().__init__(config, image_size)
         self.spiking_core = LoRSPSpikingCore(config, self.image_size)
 
@@ -669,16 +382,16 @@ class LoRSPPrompter(_FactorPrompter):
         return PromptOutput(x + prompt, prompt, stats)
 
 
-@register_prompter("lorsp_ann")
-class LoRSPAnnPrompter(_FactorPrompter):
-    """The ANN twin of LoRSP: the same synapses with thresholded ReLUs, costed in MACs.
+@register_prompter("lorsp_v1_ann")
+class LoRSPv1AnnPrompter(_FactorPrompter):
+    """The ANN twin of LoRSP v1: the same synapses with thresholded ReLUs, costed in MACs.
 
     ``prompt = alpha ⊙ (a_on − a_off)``; the rates in ``stats`` are fractions of non-zero units.
     """
 
-    Config = LoRSPAnnConfig
+    Config = LoRSPv1AnnConfig
 
-    def __init__(self, config: LoRSPAnnConfig, image_size):
+    def __init__(self, config: LoRSPv1AnnConfig, image_size):
         super().__init__(config, image_size)
         self.relu_core = LoRSPReLUCore(config, self.image_size)
 
