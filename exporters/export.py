@@ -15,8 +15,11 @@ Norse module                   NIR node
 ``IAFCell``, ``IAF``           ``IF(r=1/dt)`` (Norse adds the input to ``v`` each step)
 =============================  ==========================================================
 
-``v_leak``, ``v_threshold`` and ``v_reset`` carry over. The graph's metadata records ``dt``, the
-producer (``lorsp-neuro`` and its version) and the Norse, NIR and torch versions.
+A synaptic current that does not decay (``τs⁻¹ = 0``, a persistent current) is written with
+``tau_syn = dt·N``, ``w_in = N``, ``N = 2**60`` (:data:`exporters.semantics.PERSISTENT_SYN_STEPS`):
+finite, and exact in every backend. ``v_leak``, ``v_threshold`` and ``v_reset`` carry over. The
+graph's metadata records ``dt``, the producer (``lorsp-neuro`` and its version) and the Norse, NIR
+and torch versions.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from norse.torch.module.snn import SNN, SNNCell
 from torch import nn
 
 from exporters.layers import Scale, SumPool2d, Threshold
-from exporters.semantics import DT_KEY, RESET_KEY
+from exporters.semantics import DT_KEY, PERSISTENT_SYN_STEPS, RESET_KEY
 from exporters.validate import SHAPE_RULES, NIRGraphError, Shape, validate_graph
 from lorsp_neuro import __version__
 from lorsp_neuro.errors import LorspError
@@ -85,19 +88,29 @@ def _dt(ctx: ExportContext, module) -> float:
     return ctx.dt
 
 
+def _synaptic(dt: float, tau_syn_inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(tau_syn, w_in)`` of Norse's current; ``τs⁻¹ = 0`` (persistent) as semantics.py writes it.
+
+    Norse adds the input to the current as a jump; ``w_in`` turns NIR's ``I' = w_in·S/τ_syn`` into
+    that jump at this dt (semantics.py: ``g = dv·r·du·w_in = dv``).
+    """
+    persistent = tau_syn_inv == 0
+    finite = np.where(persistent, 1.0, tau_syn_inv)
+    tau_syn = np.where(persistent, dt * PERSISTENT_SYN_STEPS, 1.0 / finite)
+    w_in = np.where(persistent, float(PERSISTENT_SYN_STEPS), 1.0 / (dt * finite))
+    return tau_syn, w_in
+
+
 def _cuba(ctx: ExportContext, module, spiking: bool):
     """Norse ``LIFCell``/``LICell``: ``i' = i + x; v += dt·τm⁻¹(v_leak − v + i'); i = (1 − dt·τs⁻¹)i'``."""
     dt = _dt(ctx, module)
-    tau_syn_inv = _population(ctx, module, "tau_syn_inv")
-    tau_mem_inv = _population(ctx, module, "tau_mem_inv")
+    tau_syn, w_in = _synaptic(dt, _population(ctx, module, "tau_syn_inv"))
     common = {
-        "tau_syn": 1.0 / tau_syn_inv,
-        "tau_mem": 1.0 / tau_mem_inv,
+        "tau_syn": tau_syn,
+        "tau_mem": 1.0 / _population(ctx, module, "tau_mem_inv"),
         "r": np.ones(ctx.input_shape),
         "v_leak": _population(ctx, module, "v_leak"),
-        # Norse adds the input to the current as a jump; w_in turns NIR's I' = w_in·S/τ_syn
-        # into that jump at this dt (semantics.py: g = dv·r·du·w_in = dv).
-        "w_in": 1.0 / (dt * tau_syn_inv),
+        "w_in": w_in,
     }
     if not spiking:
         return nir.CubaLI(**common, metadata=_neuron_metadata(module))

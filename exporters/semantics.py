@@ -27,6 +27,16 @@ tau_mem=1/tau_mem_inv, r=1, w_in=1/(dt·tau_syn_inv))`` and a ``LIFBoxCell`` is
 ``LIF(tau=1/tau_mem_inv, r=1)``. Units: times in seconds, voltages and currents in the network's
 arbitrary units.
 
+**Persistent currents.** A synaptic current that does not decay (Norse ``tau_syn_inv = 0``: an
+input presented once, at step 0, stays in the current for the whole image, and later spikes add
+to it) has no finite time constant, and NIR readers know no infinite one. It is written as a
+finite ``CubaLIF`` whose arithmetic is exact: ``tau_syn = dt·N`` and ``w_in = N`` with
+``N =`` :data:`PERSISTENT_SYN_STEPS` ``= 2**60``. Powers of two scale without rounding, so
+``d_u = dt/tau_syn = 2**-60`` exactly, ``1 − d_u == 1`` in float64 and float32 (the current is
+held bit for bit), ``d_u·w_in == 1`` and ``g = d_v·r·d_u·w_in == d_v·r`` bit for bit: every backend
+steps it with the formulas above and no special case. Lava's fixed point cannot hold a current
+exactly; see :mod:`hardware_sims.quantize`.
+
 Non-spiking integrators step the same way and never fire (their threshold is +inf); their output
 is the voltage ``v``:
 
@@ -55,6 +65,9 @@ from lorsp_neuro.errors import LorspError
 
 #: Metadata key under which the exporter records the time step it assumed (seconds).
 DT_KEY = "dt"
+#: A persistent (non-decaying) synaptic current is a CubaLIF with ``tau_syn = dt·N``, ``w_in = N``
+#: for this ``N``: a power of two large enough that ``1 − dt/tau_syn`` rounds to 1 (module doc).
+PERSISTENT_SYN_STEPS = 2**60
 #: Spiking neuron node types (the ones a neuromorphic backend maps to its LIF process).
 NEURON_TYPES = ("LIF", "CubaLIF", "IF")
 #: Non-spiking integrators: stepped like the neurons above, output is their voltage.

@@ -15,8 +15,9 @@ r"""The Lava network for a NIR graph, planned in numpy (no Lava import: testable
 * **Time.** Each image of ``T`` steps gets a window of ``T`` Lava steps; a group of depth ``k``
   sees step ``s`` of image ``i`` at Lava step ``τ = iT + s + k`` and is reset to ``u = v = 0`` at
   the start of its window (Lava ``LIFReset``, ``reset_interval = T``), so images run back to back
-  without leaking state. Graded inputs feeding a deeper group are held back ``extra_delay`` steps
-  by shifting their data. Synaptic biases come from a constant source through their own synapse.
+  without leaking state (a persistent current, ``d_u = 2**-60``, included). Graded inputs feeding
+  a deeper group are held back ``extra_delay`` steps by shifting their data. Synaptic biases come
+  from a constant source through their own synapse.
 * **Reset and initial voltage.** Lava resets to 0, so the voltage is shifted, ``v' = v − r`` for
   ``v_reset = r`` (``vth' = v_th − r``, bias ``b' = b − d_v r``). The window reset leaves
   ``v' = 0`` where the discrete model starts from ``v' = v_0 − r`` (``v_0 = v_leak`` for leaky

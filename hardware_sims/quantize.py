@@ -29,8 +29,20 @@ unit, a power of two): :math:`V ≈ S v'`, :math:`U ≈ S u`, so
 
 :math:`S` is the largest power of two that keeps the worst case in range with one bit of
 headroom: :math:`S \max(v_{th}', u_{max} + |b'|_{max} + v_{th}') ≤ 2^{22}` with
-:math:`u_{max} = a_{max} / d_u` and :math:`a_{max}` the largest input a neuron can receive in one
-step (all sources at their bounds), and :math:`S |b'|_{max} ≤ 4095 · 2^7`.
+:math:`u_{max} = a_{max} \sum_{k<T} \kappa^k`, :math:`a_{max}` the largest input a neuron can
+receive in one step (all sources at their bounds) and :math:`\kappa` the larger of the float and
+the integer current decay, :math:`1 - d_u` and :math:`(4095 - d_u^{int}) / 4096`: the most a
+current gathers in one window of :math:`T` steps, as it is reset at the window's start (at most
+:math:`a_{max} / d_u`, and :math:`T a_{max}` for a current that does not decay); and
+:math:`S |b'|_{max} ≤ 4095 · 2^7`.
+
+**Persistent currents** (``d_u = 2**-60``, :mod:`exporters.semantics`) get :math:`d_u^{int} = 0`,
+the slowest decay Lava's bit-accurate model has: its ``ds_offset = 1`` makes the current keep
+:math:`(4095 - d_u^{int}) / 4096 ≤ 4095/4096` of itself per step (rounded towards zero), never all
+of it. So in fixed point a current the float model holds exactly loses about 1/4096 per step
+(0.07 % by the last step of a ``T = 4`` window); that is part of the fixed/float disagreement
+:mod:`hardware_sims.cosim` measures, and the numpy integer model (:mod:`hardware_sims.reference`)
+reproduces it bit for bit.
 """
 
 from __future__ import annotations
@@ -91,6 +103,14 @@ def quantize_decay_u(du: float) -> int:
 def quantize_decay_v(dv: float) -> int:
     """``d_v^int`` (``dm_offset = 0``): effective decay ``(4096 − d_v^int) / 4096``."""
     return int(np.clip(round(dv * DECAY_UNITY), 0, DECAY_UNITY - 1))
+
+
+def window_current_gain(keep: float, steps: int) -> float:
+    r""":math:`\sum_{k<T} \kappa^k`: the most a current that keeps :math:`\kappa` of itself per step
+    holds, in units of the largest per-step input, within ``steps`` steps of a reset."""
+    if keep >= 1.0:
+        return float(steps)
+    return (1.0 - keep**steps) / (1.0 - keep)
 
 
 def quantize_bias(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +191,9 @@ def quantize_plan(plan: LavaPlan, input_ranges: dict[str, float]) -> FixedPlan:
             if syn.target == name:
                 bound = source_ranges[syn.source] if syn.graded else 1.0
                 drive += _abs_row_sums(syn.weight, bound)
-        u_max = float(drive.max(initial=0.0)) / max(g.du, 1.0 / DECAY_UNITY)
+        du = quantize_decay_u(g.du)
+        keep = max(1.0 - g.du, (DECAY_UNITY - du - 1) / DECAY_UNITY)
+        u_max = float(drive.max(initial=0.0)) * window_current_gain(keep, plan.steps)
         bias_max = float(np.max(np.abs(g.bias), initial=0.0))
         v_range = max(g.vth, u_max + bias_max + g.vth)
         limit = STATE_LIMIT / 2**HEADROOM_BITS / v_range
@@ -181,7 +203,7 @@ def quantize_plan(plan: LavaPlan, input_ranges: dict[str, float]) -> FixedPlan:
         mant, exp = quantize_bias(scale * g.bias)
         groups[name] = FixedGroup(
             scale=scale,
-            du=quantize_decay_u(g.du),
+            du=du,
             dv=quantize_decay_v(g.dv),
             vth=int(min(round(scale * g.vth / 2**VTH_SHIFT), VTH_MAX)),
             bias_mant=mant,

@@ -10,6 +10,9 @@ Two Norse 1.1.0 cells are supported (DESIGN.md §2), both with the SuperSpike su
 
 then :math:`z = [v > v_{th}]` and :math:`v \leftarrow v_{reset}` where :math:`z = 1`.
 Time constants are inverse seconds, ``dt`` is seconds, voltages and currents are unitless.
+``tau_syn_inv = 0`` makes a ``LIFCell``'s current **persistent**: it holds everything that entered
+it, so an input presented once, at step 0, drives the neuron for the whole image (exported as a
+finite ``CubaLIF`` that every backend steps exactly, :mod:`exporters.semantics`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ CELL_FACTORIES: dict[str, Callable[..., torch.nn.Module]] = {
 def make_cell(
     kind: str, *, dt: float, tau_mem_inv: float, tau_syn_inv: float, v_th: float
 ) -> torch.nn.Module:
-    """A Norse feed-forward cell of type ``kind`` (a key of :data:`CELL_FACTORIES`)."""
+    """A Norse feed-forward cell of type ``kind`` (a key of :data:`CELL_FACTORIES`).
+
+    ``tau_syn_inv = 0`` gives a ``LIFCell`` a persistent current; a ``LIFBoxCell`` has none.
+    """
     return CELL_FACTORIES[kind](dt, tau_mem_inv, tau_syn_inv, v_th)
 
 
