@@ -1,11 +1,11 @@
-"""Accuracy table: six prompters on two offline datasets through frozen EfficientNet-Lite0.
+"""Accuracy table: the prompters on two offline datasets through frozen EfficientNet-Lite0.
 
-``linear_probe``, ``vp_pad``, ``full_dense``, ``lor_vp``, ``lorsp_ann`` and ``lorsp`` are trained
-with the same backbone, head, data, budget, learning rates and seeds (``lorsp_neuro.training``).
-Per (dataset, prompter) the table gives the test accuracy of the checkpoint best on validation
-(mean ± sample std over the seeds), tunable parameters, prompt sparsity and, from the trained
-``lorsp`` checkpoint's recorded spikes, SynOps and energy per image under the Loihi profile next
-to its ANN twin's MAC energy (``hardware_sims``). The budget is printed and stored with the JSON.
+``linear_probe``, ``vp_pad``, ``full_dense``, ``lor_vp``, ``lorsp_ann``, ``lorsp`` (v2) and
+``lorsp_v1`` are trained with the same backbone, head, data, budget, learning rates and seeds
+(``lorsp_neuro.training``). Per (dataset, prompter) the table gives the test accuracy of the
+checkpoint best on validation (mean ± sample std over the seeds), tunable parameters, prompt
+sparsity and, from the trained spiking checkpoints' recorded spikes, SynOps and energy per image
+under the Loihi profile next to the ANN twin's MAC energy (``hardware_sims``). The budget is printed and stored with the JSON.
 
 The default head is ``flm`` (frozen frequency label mapping): the prompt is then the only thing
 that learns, which is where prompters differ; with a trainable linear probe every prompt stays
@@ -58,6 +58,11 @@ from lorsp_neuro.errors import LorspError
 from lorsp_neuro.run_config import HEADLINE_FIELDS
 
 ENERGY_PROFILE = "loihi"
+#: Prompters costed from their recorded spikes, and ANN twins costed in MACs.
+SPIKING = ("lorsp", "lorsp_v1")
+ANN_TWINS = ("lorsp_ann", "lorsp_v1_ann")
+#: ANN-twin layers that run on the host (pooling, the prompt's readout), not on the chip.
+HOST_LAYERS = ("descriptor_pool", "value_readout", "prompt_combine")
 
 
 @dataclass(frozen=True)
@@ -179,11 +184,17 @@ def resolved_prompter_options(name: str) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(config)))  # tuples as lists, as in config.json
 
 
-def run_config(settings: Settings, budget: DatasetBudget, prompter: str, seed: int) -> dict:
-    """The ``TrainConfig`` fields of one run (without ``out``)."""
+def run_config(
+    settings: Settings,
+    budget: DatasetBudget,
+    prompter: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+) -> dict:
+    """The ``TrainConfig`` fields of one run (without ``out``); ``options`` override defaults."""
     return {
         "prompter": prompter,
-        "prompter_options": resolved_prompter_options(prompter),
+        "prompter_options": {**resolved_prompter_options(prompter), **(options or {})},
         "backbone": settings.backbone,
         "pretrained": settings.pretrained,
         "head": settings.head,
@@ -245,17 +256,17 @@ def lorsp_energy(run_dir: Path, images: int) -> dict[str, Any]:
     }
 
 
-def ann_twin_energy(prompter_options: dict, image_size: int) -> dict[str, Any]:
-    """MACs and energy per image of ``lorsp_ann`` under the Loihi profile's CMOS MAC figure.
+def ann_twin_energy(prompter: str, prompter_options: dict, image_size: int) -> dict[str, Any]:
+    """MACs and energy per image of an ANN twin under the Loihi profile's CMOS MAC figure.
 
-    A dense layer does not skip zeros, so the count depends on the architecture only:
-    ``D·K + 2·3·H·W·K + 2·3·H·W`` MACs plus the host's pooling and prompt assembly.
+    A dense layer does not skip zeros, so the count depends on the architecture only
+    (``mac_count()`` of the twin); the host's pooling and prompt readout are counted apart.
     """
     from hardware_sims.energy import ann_energy_pj, get_profile
     from lorsp_neuro.prompters import create_prompter
 
-    macs = create_prompter("lorsp_ann", image_size, **prompter_options).mac_count()
-    host = macs.pop("descriptor_pool") + macs.pop("prompt_combine")
+    macs = create_prompter(prompter, image_size, **prompter_options).mac_count()
+    host = sum(macs.pop(layer) for layer in HOST_LAYERS if layer in macs)
     chip = sum(macs.values())
     return {
         "ann_twin_macs_per_image": float(chip),
@@ -272,6 +283,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     config, run_dir = job["config"], Path(job["out"])
     entry = {k: config[k] for k in ("dataset", "prompter", "seed", "prompter_options")}
+    entry.update(job.get("labels", {}))  # what a caller tagged the job with (frontier: target)
     entry["run_dir"] = str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
@@ -283,11 +295,15 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             summary = train({**config, "out": str(run_dir)}, resume=True)
         entry.update({k: summary.get(k) for k in SUMMARY_FIELDS})
         entry["budget"] = summary["budget"]
-        if config["prompter"] == "lorsp":
+        if job["energy_images"] and config["prompter"] in SPIKING:
             entry.update(lorsp_energy(run_dir, job["energy_images"]))
-        elif config["prompter"] == "lorsp_ann":
+        elif job["energy_images"] and config["prompter"] in ANN_TWINS:
             entry.update(
-                ann_twin_energy(config["prompter_options"], summary["budget"]["image_size"])
+                ann_twin_energy(
+                    config["prompter"],
+                    config["prompter_options"],
+                    summary["budget"]["image_size"],
+                )
             )
     except LorspError as exc:
         entry["error"] = str(exc)
@@ -410,6 +426,22 @@ def build_report(
     }
 
 
+def run_jobs(jobs: list[dict[str, Any]], workers: int, finished) -> None:
+    """:func:`run_one` for every job, ``workers`` at a time; ``finished(entry)`` as each ends."""
+    if workers == 1:
+        for job in jobs:
+            finished(run_one(job))
+        return
+    # Spawned workers start without the parent's threads (fork after torch's OpenMP pool can
+    # hang); one torch thread each, so two workers use two cores without contention.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(run_one, job) for job in jobs]
+        for future in as_completed(futures):
+            finished(future.result())
+
+
 def run_benchmark(
     settings: Settings, runs_dir: Path, json_path: Path | None, *, log=print
 ) -> dict[str, Any]:
@@ -428,7 +460,7 @@ def run_benchmark(
                     }
                 )
     # The slowest prompters first, so that two workers finish at about the same time.
-    cost = {"lorsp": 0, "lorsp_ann": 1, "full_dense": 2, "lor_vp": 2, "vp_pad": 2}
+    cost = {"lorsp_v1": 0, "lorsp": 1, "lorsp_ann": 1, "full_dense": 2, "lor_vp": 2, "vp_pad": 2}
     jobs.sort(
         key=lambda j: (
             cost.get(j["config"]["prompter"], 3),
@@ -453,18 +485,7 @@ def run_benchmark(
                 f"(total {time.perf_counter() - started:.0f} s)"
             )
 
-    if settings.jobs == 1:
-        for job in jobs:
-            finished(run_one(job))
-    else:
-        # Spawned workers start without the parent's threads (fork after torch's OpenMP pool
-        # can hang); one torch thread each, so two workers use two cores without contention.
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_one, job) for job in jobs]
-            for future in as_completed(futures):
-                finished(future.result())
+    run_jobs(jobs, settings.jobs, finished)
     report = build_report(settings, runs, time.perf_counter() - started, started_at)
     if json_path is not None:
         write_report(json_path, report)

@@ -29,8 +29,9 @@ RESULTS_DIR = REPO / "benchmarks" / "results"
 RUNS_DIR = REPO / "benchmarks" / "runs"
 SCHEMA_VERSION = 1
 
-#: The six prompters of the comparison, in table order (no prompt first, LoRSP last).
-PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp")
+#: The prompters of the comparison, in table order (no prompt first, LoRSP v2, then v1 for the
+#: record of what v2 replaced).
+PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp", "lorsp_v1")
 
 
 class BenchmarkError(LorspError):
@@ -103,6 +104,10 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "gpu": {
         "": ("benchmark", "schema_version", "settings", "step_time", "wall_seconds"),
         "step_time": ("image_size", "batch_size", "methods", "ratios"),
+    },
+    "frontier": {
+        "": ("benchmark", "schema_version", "settings", "runs", "points", "wall_seconds"),
+        "points": ("target_sparsity", "method", "baseline", "method_result", "baseline_result"),
     },
 }
 
@@ -492,3 +497,67 @@ def render_gpu(report: dict[str, Any]) -> str:
         f"{s['reps']} interleaved repetitions, median."
     )
     return head + "\n\n" + table(GPU_HEADER, rows)
+
+
+FRONTIER_HEADER = (
+    "target sparsity",
+    "`lorsp` test acc. %",
+    "`lorsp` sparsity",
+    "baseline",
+    "baseline test acc. %",
+    "baseline sparsity",
+    "paired difference, points (95 % CI)",
+    "seeds won",
+    "verdict",
+)
+
+
+def frontier_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per target sparsity (the dense pair first)."""
+    out = []
+    for point in report["points"]:
+        method, baseline = point["method_result"], point["baseline_result"]
+        paired = point.get("paired")
+        if paired:
+            low, high = paired["ci95"]
+            difference = (
+                f"{100 * paired['mean']:+.1f} ({_num(100 * low, 1)} … {_num(100 * high, 1)})"
+            )
+            won = f"{paired['wins']}/{len(paired['differences'])}"
+        else:
+            difference, won = "–", "–"
+        target = point["target_sparsity"]
+        out.append(
+            [
+                "natural (dense pair)" if target is None else f"{target:g}",
+                _pm(method["test_accuracy_mean"], method["test_accuracy_std"], 1, 100.0),
+                _num(method["prompt_sparsity_mean"], 3),
+                f"`{point['baseline']}`",
+                _pm(baseline["test_accuracy_mean"], baseline["test_accuracy_std"], 1, 100.0),
+                _num(baseline["prompt_sparsity_mean"], 3),
+                difference,
+                won,
+                paired["verdict"] if paired else "–",
+            ]
+        )
+    return out
+
+
+def render_frontier(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    data, training = s["dataset"], s["training"]
+    seeds = ", ".join(map(str, training["seeds"]))
+    intro = (
+        f"`{data['name']}`, {data['train_size']:,} train / {data['val_size']:,} val / "
+        f"{data['test_size']:,} test images at {training['image_size']} px, head "
+        f"`{training['head']}`, seeds {seeds}, the accuracy table's budget. `lorsp` reaches a "
+        f"target with the θ controller (which pixels are zero is decided per image by the "
+        f"neurons); `{s['baseline']}` zeroes LoR-VP's smallest-|P| entries with a mask fixed at "
+        f"mid-training (the same values made sparse by a fixed mask). Sparsity: fraction of "
+        f"prompt pixels exactly 0 over the test set. Paired difference: `lorsp` − baseline per "
+        f"seed (same split and data order), mean and 95 % t-interval; the verdict reads the "
+        f"interval only. Measured in {report['wall_seconds'] / 60:.1f} min "
+        f"({report.get('cpu_seconds', 0.0) / 60:.0f} CPU-min of training; runs shared with the "
+        f"accuracy table are reused)."
+    )
+    return intro + "\n\n" + table(FRONTIER_HEADER, frontier_rows(report))

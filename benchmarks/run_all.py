@@ -1,4 +1,4 @@
-"""``make bench``: the accuracy table, the speed ratios, then the README tables and plot.
+"""``make bench``: the accuracy table, the sparsity frontier, the speed ratios, then the README.
 
 Each stage is its own process (``accuracy_table.py``, ``speed.py``, ``update_readme.py``), so
 every measurement starts from a clean interpreter; the stages run one after the other, never
@@ -47,6 +47,14 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         str(args.runs_dir),
         *(["--fresh"] if args.fresh else []),
     ]
+    frontier = [
+        str(HERE / "frontier.py"),
+        *(["--smoke"] if args.smoke else []),
+        "--json",
+        str(results / "frontier.json"),
+        "--runs-dir",
+        str(args.runs_dir),
+    ]
     speed = [
         str(HERE / "speed.py"),
         *(["--smoke"] if args.smoke else []),
@@ -61,7 +69,12 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         "--plot",
         str(results / "accuracy_vs_params.png"),
     ]
-    return [("accuracy", accuracy), ("speed", speed), ("update_readme", readme)]
+    return [
+        ("accuracy", accuracy),
+        ("frontier", frontier),
+        ("speed", speed),
+        ("update_readme", readme),
+    ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

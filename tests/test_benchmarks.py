@@ -18,6 +18,7 @@ sys.path.insert(0, str(BENCH))
 
 bench_common = importlib.import_module("bench_common")
 accuracy_table = importlib.import_module("accuracy_table")
+frontier = importlib.import_module("frontier")
 speed = importlib.import_module("speed")
 gpu_speed = importlib.import_module("gpu_speed")
 update_readme = importlib.import_module("update_readme")
@@ -95,7 +96,7 @@ def test_run_identity_ignores_incidental_fields_only():
     config = accuracy_table.run_config(settings, settings.datasets[0], "lorsp", 0)
     same = {**config, "num_threads": 7, "device": "cuda", "progress": True}
     assert accuracy_table.config_digest(same) == accuracy_table.config_digest(config)
-    changed_default = {**config["prompter_options"], "alpha_lr_scale": 3.0}
+    changed_default = {**config["prompter_options"], "pixel_bias_init": 3.0}
     for field, value in (
         ("seed", 1),
         ("epochs", 9),
@@ -109,8 +110,14 @@ def test_run_identity_ignores_incidental_fields_only():
 
 def test_runs_record_every_prompter_option_resolved():
     options = accuracy_table.resolved_prompter_options("lorsp")
-    assert options["factors"] == 2 and options["rank"] == 2 and "alpha_lr_scale" in options
+    assert options["rank"] == 4 and options["steps"] == 4 and options["persistent"] is True
+    assert options["target_sparsity"] is None and "pixel_bias_init" in options
     assert isinstance(options["gate_rate_band"], list)  # as config.json stores a tuple
+    settings = accuracy_table.SETTINGS["smoke"]
+    sparse = accuracy_table.run_config(
+        settings, settings.datasets[0], "lorsp", 0, {"target_sparsity": 0.9}
+    )
+    assert sparse["prompter_options"] == {**options, "target_sparsity": 0.9}
     assert accuracy_table.resolved_prompter_options("linear_probe") == {}
 
 
@@ -368,12 +375,13 @@ def test_run_all_runs_the_stages_in_order_and_stops_at_a_failure(tmp_path, monke
     monkeypatch.setattr(run_all.subprocess, "call", fake_call)
     code = run_all.main(["--smoke", "--results-dir", str(tmp_path), "--readme", "R.md"])
     assert code == 3
-    assert calls == ["accuracy_table.py", "speed.py"]
+    assert calls == ["accuracy_table.py", "frontier.py", "speed.py"]
     record = json.loads((tmp_path / "run_all.json").read_text())
     assert record["ok"] is False and record["stages"]["speed"]["exit_code"] == 3
     names = [(n, Path(c[0]).name) for n, c in run_all.stages(run_all.parse_args(["--full"]))]
     assert names == [
         ("accuracy", "accuracy_table.py"),
+        ("frontier", "frontier.py"),
         ("speed", "speed.py"),
         ("update_readme", "update_readme.py"),
     ]
@@ -399,8 +407,9 @@ def test_accuracy_smoke_run_writes_a_consistent_report(tmp_path, capsys):
     assert rows["linear_probe"]["tunable_params"] == 0
     assert rows["linear_probe"]["prompt_sparsity_mean"] is None
     assert rows["lor_vp"]["tunable_params"] == 3 * 4 * (16 + 16)
-    # The ANN twin's MACs: D·K + 2·3·H·W·K + 2·3·H·W at 16 px, K = 2, D = 3·8·8.
-    assert rows["lorsp_ann"]["ann_twin_macs_per_image"] == 192 * 2 + 2 * 768 * 2 + 2 * 768
+    # The ANN twin's chip MACs at 16 px, r = 4, D = 3·2·2: gate (D+1)·r, synapses 3·H·W·r,
+    # image gain and pixel bias 3·H·W each (pooling and the readout run on the host).
+    assert rows["lorsp_ann"]["ann_twin_macs_per_image"] == 13 * 4 + 768 * 4 + 2 * 768
     lorsp = rows["lorsp"]
     assert lorsp["synops_per_image"] > 0 and lorsp["energy_per_image_pj"] > 0
     assert lorsp["ann_twin_macs_per_image"] == rows["lorsp_ann"]["ann_twin_macs_per_image"]
@@ -419,6 +428,64 @@ def test_accuracy_smoke_run_writes_a_consistent_report(tmp_path, capsys):
     assert all(r["reused"] for r in second["runs"])
     for row in second["rows"]:
         assert row["test_accuracy_per_seed"] == rows[row["prompter"]]["test_accuracy_per_seed"]
+
+
+def test_paired_interval_and_verdict():
+    mean, low, high = frontier.t_interval([0.02, 0.03, 0.025])
+    assert mean == pytest.approx(0.025)
+    assert low == pytest.approx(0.025 - 4.302653 * 0.005 / math.sqrt(3), rel=1e-5)
+    assert high == pytest.approx(2 * mean - low)
+    assert frontier.verdict(low, high) == "better"
+    assert frontier.verdict(-0.03, -0.01) == "worse"
+    assert frontier.verdict(-0.01, 0.02) == "no detectable difference"
+    assert frontier.verdict(*frontier.t_interval([0.1])[1:]) == "too few seeds"
+
+
+def test_frontier_pairs_each_target_with_the_pruned_baseline_on_shared_runs(tmp_path):
+    settings = frontier.SETTINGS["default"]
+    jobs = frontier.jobs(settings, tmp_path)
+    assert len(jobs) == 2 * (1 + len(settings.targets)) * len(settings.training.seeds)
+    dense = [j for j in jobs if j["labels"]["target"] is None]
+    assert {j["config"]["prompter"] for j in dense} == {"lorsp", "lor_vp"}
+    # The dense pair are the accuracy table's own runs (same directory, reused).
+    table = accuracy_table.run_config(settings.training, settings.dataset, "lorsp", 0)
+    assert str(accuracy_table.run_directory(tmp_path, table)) in {j["out"] for j in dense}
+    for job in jobs:
+        target = job["labels"]["target"]
+        if target is not None:
+            assert job["config"]["prompter_options"]["target_sparsity"] == target
+            assert job["config"]["prompter"] in ("lorsp", "lor_vp_pruned")
+    assert settings.targets == (0.5, 0.75, 0.9, 0.95)
+
+
+@pytest.mark.slow
+def test_frontier_smoke_run_writes_a_consistent_report(tmp_path, capsys):
+    out = tmp_path / "frontier.json"
+    argv = ["--smoke", "--targets", "0.5", "0.9", "--json", str(out)]
+    assert frontier.main([*argv, "--runs-dir", str(tmp_path)]) == 0
+    report = bench_common.check_report(json.loads(out.read_text()), "frontier", out)
+    assert [p["target_sparsity"] for p in report["points"]] == [None, 0.5, 0.9]
+    for point in report["points"]:
+        paired = point["paired"]
+        method, baseline = point["method_result"], point["baseline_result"]
+        assert paired["differences"] == pytest.approx(
+            [
+                m - b
+                for m, b in zip(
+                    method["test_accuracy_per_seed"],
+                    baseline["test_accuracy_per_seed"],
+                    strict=True,
+                )
+            ]
+        )
+        if point["target_sparsity"] is not None:  # the mask holds the baseline's sparsity
+            assert baseline["prompt_sparsity_mean"] == pytest.approx(
+                point["target_sparsity"], abs=0.01
+            )
+    assert "lorsp − lor_vp_pruned" in capsys.readouterr().out
+    assert "| 0.9 |" in bench_common.render_frontier(report)
+    update_readme.plot_frontier(report, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

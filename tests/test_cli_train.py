@@ -47,8 +47,10 @@ def test_flags_override_the_yaml_file_which_overrides_the_defaults(tmp_path):
         [
             "--steps",
             "4",
-            "--factors",
-            "3",
+            "--grid",
+            "8",
+            "--target-sparsity",
+            "0.9",
             "--rank",
             "1",
             "--prompter-opt",
@@ -57,7 +59,8 @@ def test_flags_override_the_yaml_file_which_overrides_the_defaults(tmp_path):
     )
     assert shortcut.prompter_options == {
         "steps": 4,
-        "factors": 3,
+        "grid": 8,
+        "target_sparsity": 0.9,
         "rank": 1,
         "gate_rate_band": [0.1, 0.5],
     }
@@ -79,7 +82,8 @@ def test_train_then_eval_then_resume_end_to_end(tmp_path, capsys):
     assert stored["image_size"] == 16 and stored["backbone"] == "timm:test_resnet"
     # Every prompter option is stored resolved, so a later change of a default cannot alter it.
     assert (
-        stored["prompter_options"]["factors"] == 2
+        stored["prompter_options"]["rank"] == 4
+        and stored["prompter_options"]["persistent"] is True
         and "gate_rate_band" in stored["prompter_options"]
     )
     assert cli_main(["eval", str(out), "--json", str(eval_file), "--device", "cpu"]) == 0
@@ -110,7 +114,8 @@ def test_list_names_every_prompter_backbone_family_and_dataset(tmp_path, capsys)
     assert sorted(listing["prompters"]) == list_prompters()
     assert sorted(listing["datasets"]) == list_datasets()
     assert listing["heads"] == ["flm", "ilm", "lp"]
-    assert listing["prompters"]["lorsp"]["options"]["factors"] == 2
+    assert listing["prompters"]["lorsp"]["options"]["rank"] == 4
+    assert listing["prompters"]["lorsp_v1"]["options"]["factors"] == 2
     for family in (
         "resnet",
         "vit",
@@ -134,7 +139,9 @@ def test_list_names_every_prompter_backbone_family_and_dataset(tmp_path, capsys)
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["--prompter", "magic"], "magic"),
         (["--prompter-opt", "nosuch=1"], "nosuch"),
-        (["--prompter-opt", "factors=0"], "factors"),
+        (["--prompter-opt", "rank=0"], "rank"),
+        (["--prompter-opt", "target_sparsity=1.5"], "target_sparsity"),
+        (["--prompter", "lorsp_v1", "--factors", "0"], "factors"),
         (["--dataset", "cifar10"], "needs a path"),
         (["--device", "cuda:7"], "--device cuda:7"),
     ],

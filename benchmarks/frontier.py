@@ -1,0 +1,276 @@
+"""Sparsity frontier: test accuracy against prompt sparsity, LoRSP vs magnitude-pruned LoR-VP.
+
+The claim under test (DESIGN.md §1): a sparse spiking prompt is as good as a dense one, and better
+than the same values made sparse by a fixed mask. At each target sparsity s* in ``targets``,
+
+- ``lorsp`` with ``target_sparsity = s*`` (the σ-normalised θ controller: which pixels are zero
+  is decided per image by the spiking neurons), and
+- ``lor_vp_pruned`` with ``target_sparsity = s*`` (LoR-VP whose smallest-|P| entries are zeroed by
+  a mask fixed at mid-training: the fair baseline, same values, same budget),
+
+are trained on the same seeds, splits and data order as the accuracy table (same settings, and
+runs shared through ``benchmarks/runs/accuracy/``), plus the two dense references: ``lorsp`` at its
+natural sparsity and plain ``lor_vp``. Per target the report pairs the two methods seed by seed:
+the difference of test accuracies, its mean and 95 % t-interval, and a verdict ("better",
+"worse", "no detectable difference") read from that interval alone.
+
+    .venv/bin/python benchmarks/frontier.py                  # ~ 30–60 min on 2 cores
+    .venv/bin/python benchmarks/frontier.py --smoke --json /tmp/frontier.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy_table import SETTINGS as ACCURACY_SETTINGS
+from accuracy_table import DatasetBudget, Settings, run_config, run_directory, run_jobs
+from bench_common import (
+    RESULTS_DIR,
+    RUNS_DIR,
+    SCHEMA_VERSION,
+    BenchmarkError,
+    machine_info,
+    mean_std,
+    now_iso,
+    write_report,
+)
+
+#: The method under test and its fair baseline (both take ``target_sparsity``).
+METHOD, BASELINE = "lorsp", "lor_vp_pruned"
+#: The dense references: LoRSP at its natural sparsity, LoR-VP unpruned.
+DENSE_METHOD, DENSE_BASELINE = "lorsp", "lor_vp"
+TARGETS = (0.5, 0.75, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class FrontierSettings:
+    """The training settings (shared with the accuracy table), the dataset and the targets."""
+
+    mode: str
+    training: Settings
+    dataset: DatasetBudget
+    targets: tuple[float, ...] = TARGETS
+
+    def __post_init__(self):
+        if not self.targets or not all(0 < t < 1 for t in self.targets):
+            raise BenchmarkError(f"FrontierSettings.targets must be in (0, 1), got {self.targets}")
+
+
+def _settings(mode: str) -> FrontierSettings:
+    training = ACCURACY_SETTINGS[mode]
+    fashion = next(d for d in training.datasets if d.name == "fashion_mnist")
+    return FrontierSettings(mode, training, fashion)
+
+
+SETTINGS = {mode: _settings(mode) for mode in ("default", "smoke")}
+
+
+def pairs(settings: FrontierSettings) -> list[tuple[float | None, str, str, dict, dict]]:
+    """``(target, method, baseline, method options, baseline options)`` per point of the plot;
+    target ``None`` is the dense pair (natural LoRSP vs unpruned LoR-VP)."""
+    out = [(None, DENSE_METHOD, DENSE_BASELINE, {}, {})]
+    for target in settings.targets:
+        options = {"target_sparsity": target}
+        out.append((target, METHOD, BASELINE, options, options))
+    return out
+
+
+def jobs(settings: FrontierSettings, runs_dir: Path) -> list[dict[str, Any]]:
+    """One training job per (pair, side, seed), tagged with its target and side."""
+    out = []
+    for seed in settings.training.seeds:
+        for target, method, baseline, m_opts, b_opts in pairs(settings):
+            for side, prompter, options in (
+                ("method", method, m_opts),
+                ("baseline", baseline, b_opts),
+            ):
+                config = run_config(settings.training, settings.dataset, prompter, seed, options)
+                out.append(
+                    {
+                        "config": config,
+                        "out": str(run_directory(runs_dir, config)),
+                        "energy_images": 0,
+                        "labels": {"target": target, "side": side},
+                    }
+                )
+    return out
+
+
+def t_interval(differences: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval of paired differences (``nan`` width for n < 2)."""
+    from scipy import stats
+
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float) -> str:
+    """What a paired interval says: 'better' / 'worse' only when it excludes zero."""
+    if math.isnan(low):
+        return "too few seeds"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no detectable difference"
+
+
+def _side(runs: list[dict], target: float | None, side: str) -> dict[int, dict]:
+    return {
+        r["seed"]: r
+        for r in runs
+        if r["target"] == target and r["side"] == side and "error" not in r
+    }
+
+
+def summarise(runs: list[dict], settings: FrontierSettings) -> list[dict[str, Any]]:
+    """One point per (target, side) and the paired difference per target."""
+    points = []
+    for target, method, baseline, _, _ in pairs(settings):
+        sides = {s: _side(runs, target, s) for s in ("method", "baseline")}
+        point = {"target_sparsity": target, "method": method, "baseline": baseline}
+        for side, by_seed in sides.items():
+            acc = [by_seed[s]["test_accuracy"] for s in sorted(by_seed)]
+            sparsity = [by_seed[s]["prompt_sparsity"] for s in sorted(by_seed)]
+            acc_mean, acc_std = mean_std(acc)
+            sp_mean, sp_std = mean_std(sparsity)
+            point[f"{side}_result"] = {
+                "seeds": sorted(by_seed),
+                "test_accuracy_per_seed": acc,
+                "test_accuracy_mean": acc_mean,
+                "test_accuracy_std": acc_std,
+                "val_accuracy_mean": mean_std(by_seed[s]["val_accuracy"] for s in by_seed)[0],
+                "prompt_sparsity_per_seed": sparsity,
+                "prompt_sparsity_mean": sp_mean,
+                "prompt_sparsity_std": sp_std,
+                "tunable_params": next((r["prompt_params"] for r in by_seed.values()), None),
+            }
+        shared = sorted(set(sides["method"]) & set(sides["baseline"]))
+        diffs = [
+            sides["method"][s]["test_accuracy"] - sides["baseline"][s]["test_accuracy"]
+            for s in shared
+        ]
+        if diffs:
+            mean, low, high = t_interval(diffs)
+            point["paired"] = {
+                "seeds": shared,
+                "differences": diffs,
+                "mean": mean,
+                "ci95": [low, high],
+                "wins": sum(d > 0 for d in diffs),
+                "verdict": verdict(low, high),
+            }
+        points.append(point)
+    return points
+
+
+def build_report(settings: FrontierSettings, runs: list[dict], wall: float, started: str) -> dict:
+    return {
+        "benchmark": "frontier",
+        "schema_version": SCHEMA_VERSION,
+        "created": started,
+        "machine": machine_info(),
+        "settings": {
+            "mode": settings.mode,
+            "targets": list(settings.targets),
+            "method": METHOD,
+            "baseline": BASELINE,
+            "dataset": asdict(settings.dataset),
+            "training": {k: v for k, v in asdict(settings.training).items() if k != "datasets"},
+        },
+        "runs": sorted(runs, key=lambda r: (str(r["target"]), r["side"], r["seed"])),
+        "points": summarise(runs, settings),
+        "failures": [r for r in runs if "error" in r],
+        "wall_seconds": wall,
+        "cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in runs),
+    }
+
+
+def run_frontier(
+    settings: FrontierSettings, runs_dir: Path, json_path: Path | None, *, log=print
+) -> dict[str, Any]:
+    """Train (or reuse) every run of the frontier; write the JSON after each one."""
+    started, started_at = time.perf_counter(), now_iso()
+    todo = jobs(settings, runs_dir)
+    runs: list[dict] = []
+
+    def finished(entry: dict) -> None:
+        runs.append(entry)
+        if json_path is not None:
+            report = build_report(settings, runs, time.perf_counter() - started, started_at)
+            write_report(json_path, report)
+        what = f"{entry['prompter']} s*={entry['target']} seed {entry['seed']}"
+        if "error" in entry:
+            log(f"[{len(runs)}/{len(todo)}] {what}: FAILED: {entry['error']}")
+        else:
+            log(
+                f"[{len(runs)}/{len(todo)}] {what}: test {entry['test_accuracy']:.4f}, sparsity "
+                f"{entry['prompt_sparsity']:.3f}{' (reused)' if entry['reused'] else ''}"
+            )
+
+    run_jobs(todo, settings.training.jobs, finished)
+    report = build_report(settings, runs, time.perf_counter() - started, started_at)
+    if json_path is not None:
+        write_report(json_path, report)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--smoke", action="store_true", help="seconds, for tests")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the accuracy table's)")
+    p.add_argument(
+        "--targets", type=float, nargs="+", help=f"target sparsities (default {TARGETS})"
+    )
+    p.add_argument("--jobs", type=int, help="training processes side by side")
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")
+    p.add_argument("--json", type=Path, default=RESULTS_DIR / "frontier.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = SETTINGS["smoke" if args.smoke else "default"]
+    training = settings.training
+    if args.seeds:
+        training = replace(training, seeds=tuple(args.seeds))
+    if args.jobs:
+        training = replace(training, jobs=args.jobs)
+    try:
+        settings = replace(
+            settings, training=training, targets=tuple(args.targets or settings.targets)
+        )
+        report = run_frontier(settings, args.runs_dir, args.json)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for point in report["points"]:
+        paired = point.get("paired")
+        if paired:
+            low, high = paired["ci95"]
+            print(
+                f"s*={point['target_sparsity']}: {point['method']} − {point['baseline']} = "
+                f"{100 * paired['mean']:+.2f} points (95 % CI {100 * low:+.2f} … {100 * high:+.2f}; "
+                f"{paired['wins']}/{len(paired['differences'])} seeds): {paired['verdict']}"
+            )
+    print(f"wrote {args.json}")
+    return 1 if report["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
