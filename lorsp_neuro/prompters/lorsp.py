@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorsp_neuro.configs import ConfigError, require_band, require_float, require_int
-from lorsp_neuro.neurons import make_cell, rate_band_penalty
+from lorsp_neuro.neurons import lif_sequence, make_cell, rate_band_penalty
 from lorsp_neuro.prompters.base import (
     CHANNELS,
     Prompter,
@@ -331,24 +331,48 @@ class LoRSPSpikingCore(ValueSynapses):
         neuron["tau_syn_inv"] = config.tau_syn_inv
         self.gate_neurons = make_cell("LIFCell", v_th=config.gate_threshold, **neuron)
         self.pixel_neurons = make_cell("LIFCell", v_th=config.pixel_threshold, **neuron)
+        #: Run the T steps fused (one autograd node per population) rather than cell by cell.
+        self.fused = True
 
     def forward(
         self, descriptor: torch.Tensor, image: torch.Tensor, record_currents: bool = False
     ) -> CoreRecord:
-        """``(B, D)``, ``(B, 3, H, W)`` → :class:`CoreRecord` over the ``steps`` steps."""
+        """``(B, D)``, ``(B, 3, H, W)`` → :class:`CoreRecord` over the ``steps`` steps.
+
+        With :attr:`fused` (the default) each population runs its T steps in one autograd node
+        (:func:`~lorsp_neuro.neurons.lif_sequence`, bit-identical spikes to the Norse cells);
+        ``fused = False`` calls the Norse cells step by step (what forward hooks on
+        ``gate_neurons``/``pixel_neurons`` see).
+        """
         weight = self.gate_weight()
         gate_drive = self.gate_input(descriptor)
         pixel_drive = self.pixel_input(image)
+        if not self.fused:
+            return self._step_by_step(weight, gate_drive, pixel_drive, record_currents)
+        gate_inputs = torch.stack([self._presented(gate_drive, t) for t in range(self.steps)])
+        gates = lif_sequence(gate_inputs, self.gate_neurons).spikes
+        drives = []
+        for step, spikes in enumerate(gates):  # one product per step, as the importer sums
+            drive = F.linear(spikes, weight)
+            drives.append(drive + pixel_drive if self._shown(step) else drive)
+        pixels = lif_sequence(torch.stack(drives), self.pixel_neurons)
+        currents = pixels.currents.detach() if record_currents else None
+        return CoreRecord(gates, pixels.spikes.unflatten(2, self.neuron_shape), currents)
+
+    def _shown(self, step: int) -> bool:
+        return step == 0 or not self.persistent
+
+    def _presented(self, drive: torch.Tensor, step: int) -> torch.Tensor:
+        return drive if self._shown(step) else torch.zeros_like(drive)
+
+    def _step_by_step(self, weight, gate_drive, pixel_drive, record_currents) -> CoreRecord:
         gate_state = pixel_state = None
         gate_spikes, pixel_spikes, currents = [], [], []
         current = None
         for step in range(self.steps):
-            presented = step == 0 or not self.persistent
-            gates, gate_state = self.gate_neurons(
-                gate_drive if presented else torch.zeros_like(gate_drive), gate_state
-            )
+            gates, gate_state = self.gate_neurons(self._presented(gate_drive, step), gate_state)
             drive = F.linear(gates, weight)
-            if presented:
+            if self._shown(step):
                 drive = drive + pixel_drive
             pixels, pixel_state = self.pixel_neurons(drive, pixel_state)
             if record_currents:
@@ -469,12 +493,15 @@ class LoRSPPrompter(_ValuePrompter):
         """``V ⊙ mean_t s`` for pixel spikes ``(T, B, 3, h, w)``."""
         return self.prompt_from_rates(pixels.mean(0))
 
-    def rate_regulariser(self, gates: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-        """Per-gate rates pulled into ``gate_rate_band``; the mean pixel rate into its band."""
+    def rate_regulariser(self, gates: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+        """Per-gate rates pulled into ``gate_rate_band``; the mean pixel rate into its band.
+
+        ``gates`` are the gate spikes ``(T, B, r)``, ``rates`` the pixel rates ``(B, 3, h, w)``.
+        """
         config = self.config
         loss = rate_band_penalty(gates.mean(dim=(0, 1)), *config.gate_rate_band)
         if config.pixel_rate_band is not None:
-            loss = loss + rate_band_penalty(pixels.mean().reshape(1), *config.pixel_rate_band)
+            loss = loss + rate_band_penalty(rates.mean().reshape(1), *config.pixel_rate_band)
         return config.rate_reg_weight * loss
 
     def forward(self, x: torch.Tensor) -> PromptOutput:
@@ -483,13 +510,14 @@ class LoRSPPrompter(_ValuePrompter):
         record = self.run_core(x, record_currents=control)
         if control:
             self._silence = self._silence_statistics(record)
-        prompt = self.prompt_from_spikes(record.pixels)
-        pixels = record.pixels.detach()
+        rates = record.pixels.mean(0)
+        prompt = self.prompt_from_rates(rates)
+        observed = rates.detach()
         stats = {
             "gate_rate": record.gates.detach().mean(),
-            "pixel_rate": pixels.mean(),
-            "silent_fraction": (pixels.sum(0) == 0).float().mean(),
-            "reg_loss": self.rate_regulariser(record.gates, record.pixels),
+            "pixel_rate": observed.mean(),
+            "silent_fraction": (observed == 0).float().mean(),
+            "reg_loss": self.rate_regulariser(record.gates, rates),
         }
         return PromptOutput(x + prompt, prompt, stats)
 
@@ -497,7 +525,7 @@ class LoRSPPrompter(_ValuePrompter):
         """Per channel: the fraction of pixel neurons silent over T, and the std of ``m``."""
         core = self.spiking_core
         with torch.no_grad():
-            silent = (record.pixels.detach().sum(0) == 0).float()  # (B, 3, h, w)
+            silent = (record.pixels.detach().amax(0) == 0).float()  # (B, 3, h, w)
             dv = self.config.dt * self.config.tau_mem_inv
             peak = no_reset_peak(record.currents, dv, self.config.pixel_threshold)
             peak = peak.unflatten(1, core.neuron_shape).transpose(0, 1).flatten(1)  # (3, B·h·w)
