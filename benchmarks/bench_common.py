@@ -560,4 +560,31 @@ def render_frontier(report: dict[str, Any]) -> str:
         f"({report.get('cpu_seconds', 0.0) / 60:.0f} CPU-min of training; runs shared with the "
         f"accuracy table are reused)."
     )
-    return intro + "\n\n" + table(FRONTIER_HEADER, frontier_rows(report))
+    parts = [intro, table(FRONTIER_HEADER, frontier_rows(report))]
+    holds = report.get("holds") or []
+    if holds:
+        parts.append(
+            f"Does the controller hold its target beyond Fashion-MNIST (whose black background "
+            f"gives zeros for free)? s* = {holds[0]['target']:g}, seed "
+            f"{s['training']['seeds'][0]}, each dataset at the accuracy table's budget:"
+        )
+        parts.append(
+            table(
+                (
+                    "check",
+                    "`lorsp` test sparsity",
+                    "`lorsp` test acc. %",
+                    f"`{s['baseline']}` test acc. %",
+                ),
+                [
+                    [
+                        h["check"],
+                        _num(h["method_prompt_sparsity"], 3),
+                        _num(h["method_test_accuracy"], 1, 100.0),
+                        _num(h["baseline_test_accuracy"], 1, 100.0),
+                    ]
+                    for h in holds
+                ],
+            )
+        )
+    return "\n\n".join(parts)

@@ -14,6 +14,10 @@ natural sparsity and plain ``lor_vp``. Per target the report pairs the two metho
 the difference of test accuracies, its mean and 95 % t-interval, and a verdict ("better",
 "worse", "no detectable difference") read from that interval alone.
 
+Does the controller hold its target beyond Fashion-MNIST, whose black background gives v2 zeros
+for free? ``holds``: the same pair at s* = 0.9 on textures, mnist5k and Fashion-MNIST at 64 px
+(first seed only), reporting the sparsity reached on the test set.
+
     .venv/bin/python benchmarks/frontier.py                  # ~ 30–60 min on 2 cores
     .venv/bin/python benchmarks/frontier.py --smoke --json /tmp/frontier.json
 """
@@ -49,6 +53,8 @@ METHOD, BASELINE = "lorsp", "lor_vp_pruned"
 #: The dense references: LoRSP at its natural sparsity, LoR-VP unpruned.
 DENSE_METHOD, DENSE_BASELINE = "lorsp", "lor_vp"
 TARGETS = (0.5, 0.75, 0.9, 0.95)
+#: Target of the hold-out checks on other data and resolution.
+HOLD_TARGET = 0.9
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class FrontierSettings:
     training: Settings
     dataset: DatasetBudget
     targets: tuple[float, ...] = TARGETS
+    #: ``(name, dataset budget, image size)`` of each hold-out check of the controller.
+    holds: tuple[tuple[str, DatasetBudget, int], ...] = ()
 
     def __post_init__(self):
         if not self.targets or not all(0 < t < 1 for t in self.targets):
@@ -68,7 +76,18 @@ class FrontierSettings:
 def _settings(mode: str) -> FrontierSettings:
     training = ACCURACY_SETTINGS[mode]
     fashion = next(d for d in training.datasets if d.name == "fashion_mnist")
-    return FrontierSettings(mode, training, fashion)
+    textures = next(d for d in training.datasets if d.name == "textures")
+    if mode == "smoke":
+        mnist = DatasetBudget("mnist5k", 16, 8, 8, epochs=1)
+    else:
+        mnist = DatasetBudget("mnist5k", 3000, 500, 1500, epochs=5)
+    size = training.image_size
+    holds = (
+        ("textures", textures, size),
+        ("mnist5k", mnist, size),
+        (f"fashion_mnist {2 * size} px", fashion, 2 * size),
+    )
+    return FrontierSettings(mode, training, fashion, holds=holds)
 
 
 SETTINGS = {mode: _settings(mode) for mode in ("default", "smoke")}
@@ -105,6 +124,41 @@ def jobs(settings: FrontierSettings, runs_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def hold_jobs(settings: FrontierSettings, runs_dir: Path) -> list[dict[str, Any]]:
+    """Both methods at :data:`HOLD_TARGET` on each hold-out check, first seed."""
+    out = []
+    seed = settings.training.seeds[0]
+    options = {"target_sparsity": HOLD_TARGET}
+    for name, budget, size in settings.holds:
+        training = replace(settings.training, image_size=size)
+        for side, prompter in (("method", METHOD), ("baseline", BASELINE)):
+            config = run_config(training, budget, prompter, seed, options)
+            out.append(
+                {
+                    "config": config,
+                    "out": str(run_directory(runs_dir, config)),
+                    "energy_images": 0,
+                    "labels": {"hold": name, "side": side, "target": HOLD_TARGET},
+                }
+            )
+    return out
+
+
+def summarise_holds(runs: list[dict], settings: FrontierSettings) -> list[dict[str, Any]]:
+    """Per hold-out check: test accuracy and sparsity reached by each method."""
+    out = []
+    for name, budget, size in settings.holds:
+        row = {"check": name, "dataset": budget.name, "image_size": size, "target": HOLD_TARGET}
+        for side in ("method", "baseline"):
+            done = [r for r in runs if r.get("hold") == name and r["side"] == side]
+            ok = [r for r in done if "error" not in r]
+            row[side] = ok[0]["prompter"] if ok else None
+            row[f"{side}_test_accuracy"] = ok[0]["test_accuracy"] if ok else None
+            row[f"{side}_prompt_sparsity"] = ok[0]["prompt_sparsity"] if ok else None
+        out.append(row)
+    return out
+
+
 def t_interval(differences: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided Student-t interval of paired differences (``nan`` width for n < 2)."""
     from scipy import stats
@@ -132,7 +186,7 @@ def _side(runs: list[dict], target: float | None, side: str) -> dict[int, dict]:
     return {
         r["seed"]: r
         for r in runs
-        if r["target"] == target and r["side"] == side and "error" not in r
+        if "hold" not in r and r["target"] == target and r["side"] == side and "error" not in r
     }
 
 
@@ -186,13 +240,17 @@ def build_report(settings: FrontierSettings, runs: list[dict], wall: float, star
         "settings": {
             "mode": settings.mode,
             "targets": list(settings.targets),
+            "hold_target": HOLD_TARGET,
             "method": METHOD,
             "baseline": BASELINE,
             "dataset": asdict(settings.dataset),
             "training": {k: v for k, v in asdict(settings.training).items() if k != "datasets"},
         },
-        "runs": sorted(runs, key=lambda r: (str(r["target"]), r["side"], r["seed"])),
+        "runs": sorted(
+            runs, key=lambda r: (r.get("hold", ""), str(r["target"]), r["side"], r["seed"])
+        ),
         "points": summarise(runs, settings),
+        "holds": summarise_holds(runs, settings),
         "failures": [r for r in runs if "error" in r],
         "wall_seconds": wall,
         "cpu_seconds": sum(r.get("cpu_seconds", 0.0) for r in runs),
@@ -204,7 +262,7 @@ def run_frontier(
 ) -> dict[str, Any]:
     """Train (or reuse) every run of the frontier; write the JSON after each one."""
     started, started_at = time.perf_counter(), now_iso()
-    todo = jobs(settings, runs_dir)
+    todo = jobs(settings, runs_dir) + hold_jobs(settings, runs_dir)
     runs: list[dict] = []
 
     def finished(entry: dict) -> None:
@@ -212,7 +270,8 @@ def run_frontier(
         if json_path is not None:
             report = build_report(settings, runs, time.perf_counter() - started, started_at)
             write_report(json_path, report)
-        what = f"{entry['prompter']} s*={entry['target']} seed {entry['seed']}"
+        what = f"{entry.get('hold', entry['dataset'])} {entry['prompter']} s*={entry['target']}"
+        what += f" seed {entry['seed']}"
         if "error" in entry:
             log(f"[{len(runs)}/{len(todo)}] {what}: FAILED: {entry['error']}")
         else:
@@ -238,6 +297,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets", type=float, nargs="+", help=f"target sparsities (default {TARGETS})"
     )
     p.add_argument("--jobs", type=int, help="training processes side by side")
+    p.add_argument("--no-holds", action="store_true", help="skip the hold-out checks")
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "frontier.json")
     return p.parse_args(argv)
@@ -253,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         training = replace(training, jobs=args.jobs)
     try:
         settings = replace(
-            settings, training=training, targets=tuple(args.targets or settings.targets)
+            settings,
+            training=training,
+            targets=tuple(args.targets or settings.targets),
+            holds=() if args.no_holds else settings.holds,
         )
         report = run_frontier(settings, args.runs_dir, args.json)
     except BenchmarkError as exc:
@@ -268,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * paired['mean']:+.2f} points (95 % CI {100 * low:+.2f} … {100 * high:+.2f}; "
                 f"{paired['wins']}/{len(paired['differences'])} seeds): {paired['verdict']}"
             )
+    for hold in report["holds"]:
+        print(
+            f"hold {hold['check']} (s*={hold['target']}): {hold['method']} sparsity "
+            f"{hold['method_prompt_sparsity']}, test {hold['method_test_accuracy']}; "
+            f"{hold['baseline']} test {hold['baseline_test_accuracy']}"
+        )
     print(f"wrote {args.json}")
     return 1 if report["failures"] else 0
 

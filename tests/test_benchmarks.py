@@ -482,6 +482,8 @@ def test_frontier_smoke_run_writes_a_consistent_report(tmp_path, capsys):
             assert baseline["prompt_sparsity_mean"] == pytest.approx(
                 point["target_sparsity"], abs=0.01
             )
+    assert [h["dataset"] for h in report["holds"]] == ["textures", "mnist5k", "fashion_mnist"]
+    assert all(0.0 <= h["method_prompt_sparsity"] <= 1.0 for h in report["holds"])
     assert "lorsp − lor_vp_pruned" in capsys.readouterr().out
     assert "| 0.9 |" in bench_common.render_frontier(report)
     update_readme.plot_frontier(report, tmp_path / "frontier.png")
