@@ -450,11 +450,19 @@ def render_speed(report: dict[str, Any]) -> str:
     ]
     for entry in report["step_time"]:
         r = entry["ratios"]
-        parts.append(
+        line = (
             f"- {entry['image_size']} px: LoRSP step = **{r['lorsp_over_backbone']:.2f}×** the "
             f"backbone-only step, LoR-VP {r['lor_vp_over_backbone']:.2f}×; LoRSP / LoR-VP "
             f"{r['lorsp_over_lor_vp']:.2f}×."
         )
+        inference = entry.get("inference_ratios")
+        if inference:
+            line += (
+                f" Inference (eval, no gradient, prompt + backbone + head): LoRSP / LoR-VP "
+                f"**{inference['lorsp_over_lor_vp']:.2f}×**, LoRSP / backbone "
+                f"{inference['lorsp_over_backbone']:.2f}×."
+            )
+        parts.append(line)
     parts.append(
         f"Spiking prompter (T = {s['sim_steps']} steps, inference, untrained, on real Fashion-MNIST "
         f"test images) per image: Norse (float32 torch, one batch of {s['sim_images']} images: "

@@ -5,6 +5,8 @@
    gradient, so the backward pass runs through the backbone as it must for any prompt),
    ``lor_vp``, ``lorsp_ann`` and ``lorsp``. The methods are interleaved within every repetition
    (their order rotating), so a machine that slows down slows all of them; the median is kept.
+   **Inference** (eval mode, no gradient: prompt + backbone + head) is timed the same way, so
+   the spiking core's Norse inference is compared with LoR-VP's prompt + backbone.
 2. **Simulation** of the trained-size spiking prompter (inference, T steps) per image at 32, 64,
    128 and 224 px: Norse (float32 torch, the training path) against Lava ``floating_pt`` through
    the worker, on real Fashion-MNIST test images. Per-image cost is the marginal one,
@@ -173,6 +175,20 @@ def make_step(model, optimizer, x, y, *, amp: bool = False) -> Callable[[], floa
     return step
 
 
+def make_inference(model, x) -> Callable[[], None]:
+    """A closure running the model on ``x`` in eval mode without autograd (prompt + backbone)."""
+    import torch
+
+    def infer() -> None:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(x)
+        model.train(was_training)
+
+    return infer
+
+
 def time_interleaved(
     steps: dict[str, Callable[[], Any]],
     reps: int,
@@ -247,6 +263,12 @@ def measure_steps(settings: SpeedSettings, point: StepPoint, log=print) -> dict[
     probe = RssPeakProbe()
     times, memory = time_interleaved(steps, point.reps, point.warmup, probe=probe)
     medians = {name: median(ts) for name, ts in times.items()}
+    inference_times, _ = time_interleaved(
+        {name: make_inference(model, x) for name, (model, _) in models.items()},
+        point.reps,
+        point.warmup,
+    )
+    inference = {name: median(ts) for name, ts in inference_times.items()}
     methods = {
         name: {
             "prompter": STEP_METHODS[name],
@@ -271,6 +293,8 @@ def measure_steps(settings: SpeedSettings, point: StepPoint, log=print) -> dict[
         "warmup": point.warmup,
         "methods": methods,
         "ratios": step_ratios(medians),
+        "inference_s": inference,
+        "inference_ratios": step_ratios(inference),
     }
 
 
@@ -317,25 +341,23 @@ def norse_simulation(prompter, x, reps: int) -> dict[str, Any]:
     process's peak RSS during the ``len(x)``-image runs."""
     import torch
 
-    core = prompter.spiking_core
     probe = RssPeakProbe()
     timings, out = {}, {}
     with torch.no_grad():
         for count in (1, len(x)):
             batch = x[:count]
-            descriptor = prompter.descriptor_sequence(batch)
             runs = []
             out["start_memory_mib"] = probe.start()
             for _ in range(reps):
                 started = time.perf_counter()
-                gates, on, off = core(descriptor, batch)
+                record = prompter.run_core(batch)
                 runs.append(time.perf_counter() - started)
             out["peak_memory_mib"] = probe.stop()
             timings[count] = median(runs)
     out.update(
         time_1_s=timings[1],
         time_n_s=timings[len(x)],
-        spikes_n=int(gates.sum() + on.sum() + off.sum()),
+        spikes_n=int(record.gates.sum() + record.pixels.sum()),
     )
     return out
 
@@ -378,20 +400,17 @@ def measure_simulation(settings: SpeedSettings, size: int, workdir: Path, log=pr
     """Norse and Lava time and memory per image at ``size`` px (module doc, item 2)."""
     import numpy as np
 
-    from exporters.lorsp_export import export_lorsp
+    from exporters.lorsp_export import export_lorsp, lorsp_host
     from exporters.validate import write_nir
 
     prompter = _sim_prompter(size)
     x = _sim_images(size, settings.sim_images)
     steps = int(prompter.config.steps)
-    nir_path = write_nir(export_lorsp(prompter), workdir / f"lorsp-{size}.nir")
-    descriptor = prompter.descriptor(x).detach().numpy()
+    graph = export_lorsp(prompter)
+    nir_path = write_nir(graph, workdir / f"lorsp-{size}.nir")
     inputs_path = workdir / f"inputs-{size}.npz"
-    np.savez(
-        inputs_path,
-        descriptor=np.repeat(descriptor[:, None], steps, axis=1),
-        image=np.repeat(x.numpy()[:, None], steps, axis=1),
-    )
+    host_inputs = lorsp_host(graph).host_inputs(x.double())  # (T, B, ...) per input node
+    np.savez(inputs_path, **{k: np.swapaxes(v.numpy(), 0, 1) for k, v in host_inputs.items()})
     n = settings.sim_images
     norse = norse_simulation(prompter, x, settings.norse_reps)
     lava = _child(
@@ -417,7 +436,7 @@ def measure_simulation(settings: SpeedSettings, size: int, workdir: Path, log=pr
     lava["per_image_s"] = max(lava["run_n_s"] - lava["run_1_s"], 0.0) / (n - 1)
     lava["per_image_call_s"] = lava["call_n_s"] / n
     lava["fixed_startup_s"] = lava["run_1_s"] - lava["per_image_s"]
-    neurons = 2 * 3 * size * size + prompter.config.factors
+    neurons = prompter.spiking_core.num_pixel_neurons + prompter.config.rank
     log(
         f"simulation at {size} px ({neurons} neurons, T={steps}): Norse "
         f"{norse['per_image_s'] * 1e3:.2f} ms/image, Lava {lava['per_image_s'] * 1e3:.1f} ms/image"

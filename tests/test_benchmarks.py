@@ -501,10 +501,11 @@ def test_speed_smoke_run_writes_a_consistent_report(tmp_path):
     medians = {n: m["median_s"] for n, m in steps["methods"].items()}
     assert all(m > 0 for m in medians.values())
     assert steps["ratios"] == pytest.approx(speed.step_ratios(medians))
+    assert steps["inference_ratios"] == pytest.approx(speed.step_ratios(steps["inference_s"]))
     assert all(len(m["times_s"]) == 2 for m in steps["methods"].values())
     assert all(m["peak_memory_mib"] >= m["start_memory_mib"] > 0 for m in steps["methods"].values())
     (sim,) = report["simulation"]
-    assert sim["neurons"] == 2 * 3 * 16 * 16 + 2
+    assert sim["neurons"] == 3 * 16 * 16 + 4  # one pixel neuron per channel and pixel, r gates
     assert sim["norse"]["per_image_s"] > 0 and sim["lava"]["run_n_s"] > 0
     assert sim["lava"]["peak_memory_mib"] > 0
     # Norse (float32) and Lava (float64) simulate the same network on the same images.
