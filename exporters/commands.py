@@ -17,7 +17,7 @@ def _write_json(path: str | None, payload: dict) -> None:
 def _export(args) -> int:
     import torch
 
-    from exporters.lorsp_export import export_lorsp, verify_lorsp_export
+    from exporters.lorsp_export import export_lorsp, lorsp_host, verify_lorsp_export
     from exporters.summary import summarize_graph
     from exporters.validate import load_nir, write_nir
     from lorsp_neuro.training import load_run
@@ -25,22 +25,27 @@ def _export(args) -> int:
     model, _ = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
     prompter = model.prompter
     path = write_nir(export_lorsp(prompter), args.output)
-    summary = summarize_graph(load_nir(path))
+    graph = load_nir(path)
+    summary = summarize_graph(graph)
+    host = lorsp_host(graph)
     report = {
         "run_dir": str(args.run_dir),
         "checkpoint": args.checkpoint,
         "output": str(path),
         "bytes": path.stat().st_size,
+        "format": host.format,
         "totals": summary["totals"],
         "dt": summary["metadata"]["dt"],
-        "steps": summary["metadata"]["lorsp"]["steps"],
+        "steps": host.steps,
+        "presentation": host.presentation,
         "cell": summary["metadata"]["lorsp"]["cell"],
     }
     totals = report["totals"]
+    shown = "once" if host.presentation == "once" else "at every step"
     print(
-        f"wrote {path} ({report['bytes']} bytes): {totals['nodes']} nodes, "
+        f"wrote {path} ({report['bytes']} bytes, {host.format}): {totals['nodes']} nodes, "
         f"{totals['spiking_neurons']} spiking neurons, {totals['parameters']} parameters, "
-        f"dt={report['dt']:g} s, T={report['steps']}, {report['cell']}"
+        f"dt={report['dt']:g} s, T={report['steps']}, inputs presented {shown}, {report['cell']}"
     )
     status = 0
     if args.verify:
@@ -72,11 +77,14 @@ def add_commands(subparsers, formatter) -> None:
     p = subparsers.add_parser(
         "export",
         help="export a trained lorsp prompter's spiking part to a NIR file",
-        description="Write the spiking part of the lorsp prompter of a training run (descriptor "
-        "→ gate neurons → factor synapses → ON/OFF pixel neurons, plus the image's one-to-one "
-        "Scale) as a NIR graph, with dt, T, the descriptor pooling and alpha in its metadata, so "
-        "the prompt can be rebuilt from the file alone. --verify N re-reads the file and checks "
-        "its spike trains and prompt against the prompter on N random images.\n\n"
+        description="Write the spiking part of the LoRSP prompter of a training run as a NIR "
+        "graph. lorsp (v2, format lorsp-nir/2): descriptor and bias → gate neurons → rank-1 "
+        "gate synapses → pixel neurons, plus the image's one-to-one Scale and the pixel bias, "
+        "with dt, T, the input presentation, the descriptor pooling, the grid and the values "
+        "V = value_left @ value_right of the readout in its metadata; lorsp_v1 (lorsp-nir/1): "
+        "ON/OFF pixel neurons and alpha. The prompt can be rebuilt from the file alone. "
+        "--verify N re-reads the file and checks its spike trains and prompt against the "
+        "prompter on N random images.\n\n"
         "example:\n  lorsp export runs/lorsp-fmnist -o prompter.nir --verify 4 --json export.json",
         formatter_class=formatter,
     )

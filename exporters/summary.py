@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 import nir
 import numpy as np
@@ -79,8 +80,30 @@ def _short(value, limit: int = 72) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+#: Numeric metadata arrays with more values than this are shown by shape and range.
+_LISTED_VALUES = 8
+#: Long metadata text is wrapped onto at most this many lines of this width.
+_TEXT_LINES, _TEXT_WIDTH = 3, 88
+
+
+def _metadata_value(value) -> list[str]:
+    """A metadata value as text lines: big numeric arrays by shape and range, text wrapped."""
+    if isinstance(value, list) and value:
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):  # ragged, or not numbers
+            array = None
+        if array is not None and array.size > _LISTED_VALUES:
+            shape = "×".join(map(str, array.shape))
+            return [f"{shape} array in [{np.min(array):.4g}, {np.max(array):.4g}]"]
+    if isinstance(value, str) and len(value) > _TEXT_WIDTH:
+        lines = textwrap.wrap(value, _TEXT_WIDTH, max_lines=_TEXT_LINES, placeholder=" …")
+        return lines or [_short(value)]
+    return [_short(value)]
+
+
 def format_summary(summary: dict, source: str = "") -> str:
-    """The summary as an aligned text table (long metadata values shortened)."""
+    """The summary as an aligned text table (metadata: big arrays by shape and range, text wrapped)."""
     shape = "×".join
     lines = [f"NIR graph {source}".rstrip()]
     header = ("node", "type", "input", "output", "params", "neurons")
@@ -116,7 +139,9 @@ def format_summary(summary: dict, source: str = "") -> str:
             for key, inner in value.items():
                 walk(f"{prefix}{key}.", inner)
         else:
-            lines.append(f"  {prefix[:-1]} = {_short(value)}")
+            first, *rest = _metadata_value(value)
+            lines.append(f"  {prefix[:-1]} = {first}")
+            lines.extend(f"      {line}" for line in rest)
 
     walk("", summary["metadata"])
     for node in summary["nodes"]:

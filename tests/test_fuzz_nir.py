@@ -159,8 +159,17 @@ def recurrent_seed() -> nir.NIRGraph:
 
 
 def lorsp_seed() -> nir.NIRGraph:
+    """v2 (``lorsp-nir/2``) with a 2×2 grid, so every host field (grid, values) is in use."""
     torch.manual_seed(0)
-    prompter = create_prompter("lorsp", 4, factors=2, rank=1, steps=3, descriptor_pool=2)
+    prompter = create_prompter("lorsp", 4, rank=1, steps=3, descriptor_pool=2, grid=2)
+    with torch.no_grad():
+        prompter.spiking_core.value_left.normal_(0.0, 0.3)
+    return export_lorsp(prompter)
+
+
+def lorsp_v1_seed() -> nir.NIRGraph:
+    torch.manual_seed(0)
+    prompter = create_prompter("lorsp_v1", 4, factors=2, rank=1, steps=3, descriptor_pool=2)
     return export_lorsp(prompter)
 
 
@@ -170,6 +179,7 @@ SEED_BUILDERS = {
     "conv": (conv_seed, []),
     "recurrent": (recurrent_seed, ["analyse"]),
     "lorsp": (lorsp_seed, []),
+    "lorsp_v1": (lorsp_v1_seed, []),
 }
 
 

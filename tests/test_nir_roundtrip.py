@@ -36,8 +36,15 @@ from norse.torch.utils.export_nir import to_nir as norse_to_nir
 from exporters.export import export_sequential
 from exporters.importer import import_nir
 from exporters.layers import Scale
-from exporters.lorsp_export import export_lorsp, prompt_from_nir, reference_spikes
+from exporters.lorsp_export import (
+    export_lorsp,
+    prompt_from_nir,
+    prompter_format,
+    reference_spikes,
+    verify_lorsp_export,
+)
 from exporters.semantics import NEURON_TYPES
+from exporters.validate import write_nir
 from lorsp_neuro.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter
 
@@ -257,58 +264,110 @@ def test_random_chains_round_trip_exactly(tmp_path, kinds, seed, dt, per_neuron)
 
 
 # --------------------------------------------------------------------------------------------
-# LoRSP: a prompter trained for a few steps, through the file, gives the same prompt.
+# LoRSP: a prompter, through the file, gives its own spike trains and prompt bit for bit.
 
 
-def tiny_trained_prompter(cell: str) -> torch.nn.Module:
-    torch.manual_seed(3)
-    prompter = create_prompter(
-        "lorsp", 8, factors=2, rank=2, descriptor_pool=2, steps=8, cell=cell, alpha_init=0.2
-    )
+def trained_looking(name: str, size: int, seed: int = 3, **options) -> torch.nn.Module:
+    """A LoRSP prompter after a few Adam steps; v2's B ~ N(0, 0.3²) first (LoR-VP starts B at 0),
+    so V and the gate synapses are not zero. ``after_optimizer_step`` runs any θ controller."""
+    torch.manual_seed(seed)
+    prompter = create_prompter(name, size, **options)
+    if name == "lorsp":
+        with torch.no_grad():
+            prompter.spiking_core.value_left.normal_(0.0, 0.3)
     optimizer = torch.optim.Adam(prompter.parameters(), lr=0.05)
-    target = torch.rand(1, 3, 8, 8) - 0.5
-    for _ in range(4):
-        images = torch.rand(4, 3, 8, 8)
-        output = prompter(images)
+    target = torch.rand(1, 3, size, size) - 0.5
+    for step in range(1, 4):
+        output = prompter(torch.rand(4, 3, size, size))
         loss = (output.prompt - target).square().mean() + output.stats["reg_loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return prompter
+        prompter.after_optimizer_step(step, 3)
+    return prompter.eval()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cell", ["LIFCell", "LIFBoxCell"])
-def test_lorsp_prompter_round_trip_gives_its_prompt(tmp_path, cell):
-    prompter = tiny_trained_prompter(cell)
-    graph = write_and_read(export_lorsp(prompter), tmp_path)
-    images = torch.rand(3, 3, 8, 8)
-    gates, on, off, prompt = reference_spikes(prompter, images)
-    assert_fires_sometimes(gates, "gates")
-    assert_fires_sometimes(on, "ON pixels")
-    assert_fires_sometimes(off, "OFF pixels")
-    rebuilt = prompt_from_nir(graph, images)
-    assert torch.equal(rebuilt.gates, gates)
-    assert torch.equal(rebuilt.on, on)
-    assert torch.equal(rebuilt.off, off)
+def assert_file_gives_the_prompters_spikes_and_prompt(prompter, tmp_path, images) -> None:
+    """nir.write → plain nir.read (type-checked) and the project's load_nir → importer: equal."""
+    write_and_read(export_lorsp(prompter), tmp_path)
+    path = write_nir(export_lorsp(prompter), tmp_path / "prompter.nir")
+    spikes, prompt = reference_spikes(prompter, images)
+    for role, value in spikes.items():
+        assert_fires_sometimes(value, role)
+    rebuilt = prompt_from_nir(path, images)
+    assert rebuilt.spikes.keys() == spikes.keys()
+    for role, value in spikes.items():
+        assert torch.equal(rebuilt.spikes[role], value), role
     assert torch.equal(rebuilt.prompt, prompt)
     assert rebuilt.prompt.abs().sum() > 0
+    report = verify_lorsp_export(prompter, path, images)
+    assert report["matches"] and set(report["mismatched_spikes"].values()) == {0}
+    assert report["max_prompt_difference"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pixel_bias_init": 1.0},
+        {"grid": 4, "pixel_bias_init": 1.5},
+        {"persistent": False, "pixel_bias_init": 1.0},
+        {"target_sparsity": 0.6, "pixel_bias_init": 1.0},
+    ],
+    ids=["per_pixel", "grid4", "every_step", "target_sparsity"],
+)
+def test_lorsp_v2_round_trip_gives_its_spikes_and_prompt_exactly(tmp_path, options):
+    prompter = trained_looking("lorsp", 16, **options)
+    if "target_sparsity" in options:  # θ is a buffer the controller has moved
+        theta = dict(prompter.spiking_core.named_buffers())["pixel_bias"]
+        assert not torch.equal(theta, torch.full_like(theta, options["pixel_bias_init"]))
+    assert_file_gives_the_prompters_spikes_and_prompt(prompter, tmp_path, torch.rand(3, 3, 16, 16))
+
+
+def test_lorsp_v2_round_trip_at_224_px(tmp_path):
+    torch.manual_seed(5)
+    prompter = create_prompter("lorsp", 224, pixel_bias_init=1.0)
+    with torch.no_grad():
+        prompter.spiking_core.value_left.normal_(0.0, 0.3)
+    assert_file_gives_the_prompters_spikes_and_prompt(
+        prompter, tmp_path, torch.rand(2, 3, 224, 224)
+    )
+
+
+@pytest.mark.parametrize("cell", ["LIFCell", "LIFBoxCell"])
+def test_lorsp_v1_round_trip_gives_its_prompt(tmp_path, cell):
+    prompter = trained_looking(
+        "lorsp_v1", 8, factors=2, rank=2, descriptor_pool=2, steps=8, cell=cell, alpha_init=0.2
+    )
+    images = torch.rand(3, 3, 8, 8)
+    assert_file_gives_the_prompters_spikes_and_prompt(prompter, tmp_path, images)
     # and the float32 prompter agrees up to float32 rounding of alpha and the mean
     with torch.no_grad():
         torch.testing.assert_close(
-            prompter(images).prompt.double(), rebuilt.prompt, atol=1e-6, rtol=0
+            prompter(images).prompt.double(),
+            prompt_from_nir(export_lorsp(prompter), images).prompt,
+            atol=1e-6,
+            rtol=0,
         )
 
 
 @pytest.mark.slow
-def test_cli_exports_a_trained_run_that_rebuilds_its_prompt(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("name", "options", "pixel_neurons"),
+    [
+        ("lorsp", {"steps": 4, "descriptor_pool": 2}, 3 * 8 * 8),
+        ("lorsp_v1", {"steps": 4, "descriptor_pool": 2, "alpha_init": 0.2}, 2 * 3 * 8 * 8),
+    ],
+)
+def test_cli_exports_a_trained_run_that_rebuilds_its_prompt(
+    tmp_path, capsys, name, options, pixel_neurons
+):
     from lorsp_neuro.training import load_run, train
 
     run_dir = tmp_path / "run"
     train(
         {
-            "prompter": "lorsp",
-            "prompter_options": {"steps": 4, "descriptor_pool": 2, "alpha_init": 0.2},
+            "prompter": name,
+            "prompter_options": options,
             "backbone": "timm:test_resnet",
             "pretrained": False,
             "dataset": "digits",
@@ -327,12 +386,14 @@ def test_cli_exports_a_trained_run_that_rebuilds_its_prompt(tmp_path, capsys):
     assert cli_main(argv) == 0
     assert "spike trains and prompt match" in capsys.readouterr().out
     report = json.loads(report_path.read_text())
-    assert report["verify"]["matches"] and report["verify"]["spikes"]["on"] > 0
-    assert report["totals"]["spiking_neurons"] == 2 + 2 * 3 * 8 * 8
-
     model, _ = load_run(run_dir)
+    assert report["format"] == prompter_format(model.prompter).format
+    assert report["verify"]["matches"] and sum(report["verify"]["spikes"].values()) > 0
+    gates = model.prompter.spiking_core.gate_affine.out_features
+    assert report["totals"]["spiking_neurons"] == gates + pixel_neurons
+
     images = torch.rand(2, 3, 8, 8)
-    *_, prompt = reference_spikes(model.prompter, images)
+    _, prompt = reference_spikes(model.prompter, images)
     assert torch.equal(prompt_from_nir(path, images).prompt, prompt)
 
 
