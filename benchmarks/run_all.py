@@ -1,4 +1,4 @@
-"""``make bench``: the accuracy table, the sparsity frontier, the speed ratios, then the README.
+"""``make bench``: accuracy table, sparsity frontier, energy of the variants, speed, then README.
 
 Each stage is its own process (``accuracy_table.py``, ``speed.py``, ``update_readme.py``), so
 every measurement starts from a clean interpreter; the stages run one after the other, never
@@ -55,6 +55,14 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         "--runs-dir",
         str(args.runs_dir),
     ]
+    energy = [
+        str(HERE / "energy_table.py"),
+        *(["--smoke"] if args.smoke else []),
+        "--json",
+        str(results / "energy.json"),
+        "--runs-dir",
+        str(args.runs_dir),
+    ]
     speed = [
         str(HERE / "speed.py"),
         *(["--smoke"] if args.smoke else []),
@@ -72,6 +80,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return [
         ("accuracy", accuracy),
         ("frontier", frontier),
+        ("energy", energy),
         ("speed", speed),
         ("update_readme", readme),
     ]

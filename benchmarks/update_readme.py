@@ -1,6 +1,7 @@
 """Copy the benchmark tables from the JSON reports into README.md, and draw the plots.
 
-Reads ``benchmarks/results/accuracy.json`` (required), ``frontier.json``, ``speed.json`` and
+Reads ``benchmarks/results/accuracy.json`` (required), ``frontier.json``, ``energy.json``,
+``speed.json`` and
 ``gpu.json`` (each used when present; ``gpu.json`` only when it was measured on CUDA), renders them
 with the same functions that printed them (``bench_common``) and replaces everything between the
 markers ``<!-- results:start -->`` and ``<!-- results:end -->`` in the README. The plots, accuracy
@@ -31,6 +32,7 @@ from bench_common import (
     BenchmarkError,
     check_report,
     render_accuracy,
+    render_energy,
     render_frontier,
     render_gpu,
     render_speed,
@@ -62,11 +64,13 @@ def results_block(
     gpu: dict[str, Any] | None,
     plot_link: str | None,
     frontier: dict[str, Any] | None = None,
+    energy: dict[str, Any] | None = None,
 ) -> str:
     """The markdown that goes between the markers (no markers, no trailing newline)."""
     sources = (
         ["accuracy.json"]
         + ["frontier.json"] * (frontier is not None)
+        + ["energy.json"] * (energy is not None)
         + ["speed.json"] * (speed is not None)
         + ["gpu.json"] * (gpu is not None)
     )
@@ -86,6 +90,8 @@ def results_block(
         if plot_link:
             link = str(Path(plot_link).with_name(FRONTIER_PLOT_NAME))
             parts.append(f"![Test accuracy against prompt sparsity, paired seeds]({link})")
+    if energy is not None:
+        parts += ["### Energy per image: SNN, ANN twin, backbone", render_energy(energy)]
     if speed is not None:
         parts += ["### Speed", render_speed(speed)]
     if gpu is not None:
@@ -250,6 +256,7 @@ def update(
     ``{file: changed}``. With ``check`` nothing is written (the plot neither)."""
     accuracy = read_report(results_dir / "accuracy.json", "accuracy", required=True)
     frontier = read_report(results_dir / "frontier.json", "frontier", required=False)
+    energy = read_report(results_dir / "energy.json", "energy", required=False)
     speed = read_report(results_dir / "speed.json", "speed", required=False)
     gpu = read_report(results_dir / "gpu.json", "gpu", required=False)
     if gpu is not None and gpu["settings"].get("device") != "cuda":
@@ -259,7 +266,10 @@ def update(
         if not readme.is_file():
             raise BenchmarkError(f"{readme}: no such file")
         link = None if plot is None else os.path.relpath(plot.resolve(), readme.resolve().parent)
-        texts[readme] = (readme.read_text(), results_block(accuracy, speed, gpu, link, frontier))
+        texts[readme] = (
+            readme.read_text(),
+            results_block(accuracy, speed, gpu, link, frontier, energy),
+        )
     new = {
         readme: replace_block(text, block, str(readme)) for readme, (text, block) in texts.items()
     }

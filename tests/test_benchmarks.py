@@ -19,6 +19,7 @@ sys.path.insert(0, str(BENCH))
 bench_common = importlib.import_module("bench_common")
 accuracy_table = importlib.import_module("accuracy_table")
 frontier = importlib.import_module("frontier")
+energy_table = importlib.import_module("energy_table")
 speed = importlib.import_module("speed")
 gpu_speed = importlib.import_module("gpu_speed")
 update_readme = importlib.import_module("update_readme")
@@ -375,13 +376,14 @@ def test_run_all_runs_the_stages_in_order_and_stops_at_a_failure(tmp_path, monke
     monkeypatch.setattr(run_all.subprocess, "call", fake_call)
     code = run_all.main(["--smoke", "--results-dir", str(tmp_path), "--readme", "R.md"])
     assert code == 3
-    assert calls == ["accuracy_table.py", "frontier.py", "speed.py"]
+    assert calls == ["accuracy_table.py", "frontier.py", "energy_table.py", "speed.py"]
     record = json.loads((tmp_path / "run_all.json").read_text())
     assert record["ok"] is False and record["stages"]["speed"]["exit_code"] == 3
     names = [(n, Path(c[0]).name) for n, c in run_all.stages(run_all.parse_args(["--full"]))]
     assert names == [
         ("accuracy", "accuracy_table.py"),
         ("frontier", "frontier.py"),
+        ("energy", "energy_table.py"),
         ("speed", "speed.py"),
         ("update_readme", "update_readme.py"),
     ]
@@ -488,6 +490,38 @@ def test_frontier_smoke_run_writes_a_consistent_report(tmp_path, capsys):
     assert "| 0.9 |" in bench_common.render_frontier(report)
     update_readme.plot_frontier(report, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_energy_variants_share_the_default_run_with_the_accuracy_table(tmp_path):
+    settings = energy_table.SETTINGS["default"]
+    assert (None, 4) in settings.variants and (8, 4) in settings.variants
+    assert energy_table.variant_options(None, 4) == {}
+    assert energy_table.variant_options(8, 2) == {"grid": 8, "steps": 2}
+    default = next(
+        j
+        for j in energy_table.jobs(settings, tmp_path)
+        if j["labels"]["grid"] is None and j["labels"]["steps"] == 4
+    )
+    table = accuracy_table.run_config(settings.training, settings.dataset, "lorsp", 0)
+    assert default["out"] == str(accuracy_table.run_directory(tmp_path, table))
+
+
+@pytest.mark.slow
+def test_energy_smoke_run_writes_a_consistent_report(tmp_path):
+    out = tmp_path / "energy.json"
+    assert energy_table.main(["--smoke", "--json", str(out), "--runs-dir", str(tmp_path)]) == 0
+    report = bench_common.check_report(json.loads(out.read_text()), "energy", out)
+    rows = {(r["grid"], r["steps"]): r for r in report["rows"]}
+    assert set(rows) == {(None, 2), (4, 2)}
+    assert rows[(None, 2)]["pixel_neurons"] == 3 * 16 * 16 and rows[(4, 2)]["pixel_neurons"] == 48
+    for row in rows.values():
+        assert set(row["energy_per_image_pj"]) == set(row["profiles"]) >= {"loihi", "cmos45"}
+        for name in row["profiles"]:
+            assert row["snn_over_ann_energy"][name] == pytest.approx(
+                row["energy_per_image_pj"][name] / row["ann_twin_energy_pj"][name]
+            )
+        assert row["backbone_macs_per_image"] > 0
+    assert "grid 4, T = 2" in bench_common.render_energy(report)
 
 
 @pytest.mark.slow
