@@ -125,7 +125,8 @@ def _energy(args) -> int:
         f"{counts.synops_per_image:.6g} SynOps/image ({counts.binary_synops_per_image:.6g} binary, "
         f"{counts.graded_synops_per_image:.6g} graded), {counts.neuron_updates_per_image:.6g} "
         f"neuron updates/image ({counts.active_neuron_updates_per_image:.6g} active), "
-        f"{counts.spikes_per_image:.6g} spikes/image"
+        f"{counts.spikes_per_image:.6g} spikes/image, {reports[0].host_macs_per_image:.6g} host "
+        "operations/image"
     )
     for r in reports:
         print(
@@ -186,8 +187,10 @@ def add_commands(subparsers, formatter) -> None:
         "energy",
         help="SynOps, neuron updates and energy per image, SNN vs its ANN twin",
         description="Count synaptic operations and neuron updates per image from recorded "
-        "spikes, and turn them into energy under a hardware profile (hardware_sims/profiles.json "
-        "or your own file); the ANN twin (ReLU units, MACs) is costed under the same profile.\n\n"
+        "spikes (graded inputs where they are non-zero: LoRSP v2 presents them once), and turn "
+        "them into energy under a hardware profile (hardware_sims/profiles.json or your own "
+        "file); the ANN twin (ReLU units, MACs) and the host's pooling and readout are costed "
+        "under the same profile.\n\n"
         "example:\n  lorsp energy runs/lorsp-fmnist --profile all --images 8 --json energy.json "
         "--plot energy.png",
         formatter_class=formatter,

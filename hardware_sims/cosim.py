@@ -3,22 +3,27 @@
 Main environment (torch). The *torch side* is
 
 * for a run directory (a trained checkpoint): the prompter's own ``spiking_core`` (Norse cells),
-  in float64, its gate and pixel cells' spikes and voltages captured with forward hooks; the
-  ``lorsp`` graph is exported with :func:`exporters.lorsp_export.export_lorsp` for Lava;
+  in float64, its gate and pixel cells' spikes and voltages captured with forward hooks and keyed
+  by the node names :func:`exporters.lorsp_export.export_lorsp` gives them (v2 ``lorsp``:
+  ``gate_neurons``, ``pixel_neurons``; v1 ``lorsp_v1``: ``gate_neurons``, ``pixel_on``,
+  ``pixel_off``); the graph is exported with ``export_lorsp`` for Lava;
 * for a NIR file: the importer's module (:func:`exporters.importer.import_nir`, float64).
 
 The *Lava side* runs the NIR file through the worker (:func:`hardware_sims.run_lava_images`): all
 images back to back in one Lava run, Lava's one-step delay per connection already aligned. Inputs:
 for a checkpoint, the first ``images`` images of the run's test split; for a LoRSP NIR file,
-seeded uniform random images (descriptor pooled as its metadata says); for any other graph,
+seeded uniform random images; both presented as the file's host says
+(:meth:`LoRSPHost.host_inputs <exporters.lorsp_export.LoRSPHost>`: v2 presents descriptor, image
+and the constant-1 bias once, at step 0, and zeros after; v1 at every step). For any other graph:
 seeded uniform values in [0, 1) per step, or arrays the caller gives.
 
 Per layer and in total: ``spike_agreement`` (fraction of neuron-steps whose spike is equal),
 ``max_abs_v_diff`` (voltage after reset), spike counts, and SynOps per image counted from each
-side's spikes (:mod:`hardware_sims.synops`; equal when the spikes are). With ``fixed_pt`` Lava
-runs Loihi-style integers (:mod:`hardware_sims.quantize`): the report adds whether Lava matches
-the numpy bit-accurate reference, the prompt's relative L1 change and, for a checkpoint, the test
-accuracy on these images with the float and the fixed-point prompt.
+side's spikes (:mod:`hardware_sims.synops`; equal when the spikes are). For a LoRSP graph the
+prompt is rebuilt from each side's spikes by the file's host (``LoRSPHost.prompt``) and compared;
+for a checkpoint the report adds the test accuracy on these images with either prompt. With
+``fixed_pt`` Lava runs Loihi-style integers (:mod:`hardware_sims.quantize`): the report adds
+whether Lava matches the numpy bit-accurate reference.
 """
 
 from __future__ import annotations
@@ -38,8 +43,13 @@ from hardware_sims.synops import count_synops
 from lorsp_neuro.errors import LorspError
 
 PRECISIONS = ("floating_pt", "fixed_pt")
-#: Node names :func:`exporters.lorsp_export.export_lorsp` gives the prompter's populations.
-LORSP_GATE, LORSP_ON, LORSP_OFF = "gate_neurons", "pixel_on", "pixel_off"
+#: Node names :func:`exporters.lorsp_export.export_lorsp` gives the prompter's populations:
+#: the gates (both versions), v2's pixel neurons, v1's ON and OFF pixel neurons.
+LORSP_GATE, LORSP_PIXELS = "gate_neurons", "pixel_neurons"
+LORSP_ON, LORSP_OFF = "pixel_on", "pixel_off"
+#: Bound of ``|x|`` per LoRSP input role, for the fixed-point payload: the descriptor is centred
+#: (``|d| ≤ 0.5``), pixels are in [0, 1], the bias input is the constant 1.
+LORSP_INPUT_RANGES = {"descriptor": 0.5, "image": 1.0, "bias": 1.0}
 
 
 class CosimError(LorspError, ValueError):
@@ -139,15 +149,16 @@ class Workload:
     images: object = None  # (B, 3, H, W) float64 tensor for LoRSP
     labels: object = None
     model: object = None  # PromptedModel of a checkpoint
+    host: object = None  # exporters.lorsp_export.LoRSPHost of a LoRSP graph
 
 
-def _is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path) -> bool:
     from lorsp_neuro.training import CONFIG_FILE
 
     return path.is_dir() and (path / CONFIG_FILE).is_file()
 
 
-def _test_images(config, model, count: int):
+def run_test_images(config, model, count: int):
     from lorsp_neuro.data import load_dataset
     from lorsp_neuro.training import model_image_size
 
@@ -166,11 +177,42 @@ def _test_images(config, model, count: int):
     return splits.test.batch(slice(0, count))
 
 
-def _lorsp_inputs(descriptor: np.ndarray, images: np.ndarray, steps: int) -> dict[str, np.ndarray]:
-    return {
-        "descriptor": np.repeat(descriptor[:, None], steps, axis=1),
-        "image": np.repeat(images[:, None], steps, axis=1),
-    }
+def presented_inputs(host, images, steps: int | None = None) -> dict[str, np.ndarray]:
+    """What a LoRSP graph's inputs receive for ``images`` ``(B, 3, H, W)``, as the host presents it.
+
+    ``host.host_inputs`` gives ``(T, B, *shape)`` tensors over the file's ``T`` steps; here they are
+    float64 numpy ``(B, steps, *shape)``. A ``steps`` other than the file's keeps the presentation:
+    step 0's values, then zeros (``"once"``) or step 0's values again (``"every_step"``).
+    """
+    import torch
+
+    x = torch.as_tensor(images, dtype=torch.float64)
+    steps = steps or host.steps
+    out = {}
+    for name, value in host.host_inputs(x).items():
+        value = value.detach().cpu().to(torch.float64).numpy()
+        if value.shape[0] != steps:
+            first = value[:1]
+            later = np.zeros_like(first) if host.presentation == "once" else first
+            value = np.concatenate([first, np.repeat(later, steps - 1, axis=0)])
+        out[name] = np.ascontiguousarray(np.swapaxes(value, 0, 1))
+    return out
+
+
+def lorsp_input_ranges(host) -> dict[str, float]:
+    """:data:`LORSP_INPUT_RANGES` keyed by the graph's input node names."""
+    return {name: LORSP_INPUT_RANGES[role] for role, name in host.inputs.items()}
+
+
+def role_populations(graph, host) -> dict[str, str]:
+    """The population behind each of a LoRSP graph's outputs: ``{role: neuron node name}``."""
+    sources = {}
+    for role, output in host.outputs.items():
+        feeding = [src for src, dst in graph.edges if dst == output]
+        if len(feeding) != 1:
+            raise CosimError(f"output '{output}' ({role}) must be fed by one node, got {feeding}")
+        sources[role] = feeding[0]
+    return sources
 
 
 def prepare_workload(
@@ -190,7 +232,7 @@ def prepare_workload(
     if images < 1:
         raise CosimError(f"images must be >= 1, got {images}")
     path = Path(source)
-    if _is_run_dir(path):
+    if is_run_dir(path):
         from lorsp_neuro.training import load_run
 
         model, config = load_run(path, device="cpu")
@@ -199,20 +241,21 @@ def prepare_workload(
             raise CosimError(f"{path}: prompter '{prompter.name}' has no spiking part to simulate")
         graph_path = write_nir(export_lorsp(prompter), workdir / "prompter.nir")
         graph = load_nir(graph_path)
-        x, labels = _test_images(config, model, images)
+        host = lorsp_host(graph)
+        x, labels = run_test_images(config, model, images)
         x = x.to(torch.float64)
-        steps = steps or int(prompter.config.steps)
-        descriptor = prompter.descriptor(x).detach().numpy()  # pooling only: no parameters
+        steps = steps or host.steps
         return Workload(
             str(path),
             graph_path,
             graph,
             steps,
-            _lorsp_inputs(descriptor, x.numpy(), steps),
-            {"descriptor": 0.5, "image": 1.0},
+            presented_inputs(host, x, steps),
+            lorsp_input_ranges(host),
             images=x,
             labels=labels,
             model=model,
+            host=host,
         )
     if not path.is_file():
         raise CosimError(f"{path}: neither a run directory (with config.json) nor a NIR file")
@@ -222,15 +265,15 @@ def prepare_workload(
         host = lorsp_host(graph)
         steps = steps or host.steps
         x = torch.as_tensor(rng.uniform(0.0, 1.0, size=(images, 3, *host.image_size)))
-        descriptor = host.descriptor(x).numpy()
         return Workload(
             str(path),
             path,
             graph,
             steps,
-            _lorsp_inputs(descriptor, x.numpy(), steps),
-            {"descriptor": 0.5, "image": 1.0},
+            presented_inputs(host, x, steps),
+            lorsp_input_ranges(host),
             images=x,
+            host=host,
         )
     model = analyse(graph)
     if steps is None:
@@ -249,17 +292,24 @@ def prepare_workload(
 # The torch side
 
 
-def norse_records(prompter, images, steps: int) -> dict[str, dict[str, np.ndarray]]:
-    """Spikes and voltages of a ``lorsp`` prompter's Norse cells, keyed by the exported node names.
+def norse_records(prompter, images, steps: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Spikes and voltages of a LoRSP prompter's Norse cells, keyed by the exported node names.
 
-    The prompter is copied to float64; forward hooks on ``gate_neurons`` and ``pixel_neurons``
-    catch each step's ``(z, state)``; the pixel population's first half is ON, the second OFF
+    The prompter is copied to float64 (``steps``, default its own T, set on the copy); forward
+    hooks on ``spiking_core.gate_neurons`` and ``pixel_neurons`` catch each step's ``(z, state)``.
+    v2 (``lorsp``) runs its core cell by cell (``fused = False``; the fused training path gives
+    bit-identical spikes), inputs presented once or every step as configured, and gives
+    ``gate_neurons`` and ``pixel_neurons``. v1 (``lorsp_v1``) presents the descriptor at every
+    step, and its one pixel population is split into ``pixel_on`` (first half) and ``pixel_off``
     (``LowRankPixelSynapses.factor_weight``). Arrays are ``(images, steps, n)``.
     """
     import torch
 
+    from lorsp_neuro.prompters import LoRSPv1Prompter
+
     twin = copy.deepcopy(prompter).to(torch.float64).eval()
     core = twin.spiking_core
+    steps = steps or int(twin.config.steps)
     caught: dict[str, list] = {"gate": [], "pixel": []}
 
     def catcher(key):
@@ -273,11 +323,17 @@ def norse_records(prompter, images, steps: int) -> dict[str, dict[str, np.ndarra
         core.gate_neurons.register_forward_hook(catcher("gate")),
         core.pixel_neurons.register_forward_hook(catcher("pixel")),
     ]
+    v1 = isinstance(twin, LoRSPv1Prompter)
     try:
         x = torch.as_tensor(images, dtype=torch.float64)
-        descriptor = twin.descriptor(x)
         with torch.no_grad():
-            core(descriptor.unsqueeze(0).expand(steps, *descriptor.shape), x)
+            if v1:
+                descriptor = twin.descriptor(x)
+                core(descriptor.unsqueeze(0).expand(steps, *descriptor.shape), x)
+            else:
+                core.steps = steps
+                core.fused = False  # the Norse cells step by step, as the hooks see them
+                twin.run_core(x)
     finally:
         for handle in handles:
             handle.remove()
@@ -285,13 +341,15 @@ def norse_records(prompter, images, steps: int) -> dict[str, dict[str, np.ndarra
     def stacked(key: str, index: int) -> np.ndarray:
         return torch.stack([item[index] for item in caught[key]], dim=1).numpy()
 
-    half = core.num_pixel_neurons // 2
     pixel_spikes, pixel_v = stacked("pixel", 0), stacked("pixel", 1)
-    return {
-        LORSP_GATE: {"spikes": stacked("gate", 0).astype(bool), "v": stacked("gate", 1)},
-        LORSP_ON: {"spikes": pixel_spikes[..., :half].astype(bool), "v": pixel_v[..., :half]},
-        LORSP_OFF: {"spikes": pixel_spikes[..., half:].astype(bool), "v": pixel_v[..., half:]},
-    }
+    records = {LORSP_GATE: {"spikes": stacked("gate", 0).astype(bool), "v": stacked("gate", 1)}}
+    if not v1:
+        records[LORSP_PIXELS] = {"spikes": pixel_spikes.astype(bool), "v": pixel_v}
+        return records
+    half = core.num_pixel_neurons // 2
+    records[LORSP_ON] = {"spikes": pixel_spikes[..., :half].astype(bool), "v": pixel_v[..., :half]}
+    records[LORSP_OFF] = {"spikes": pixel_spikes[..., half:].astype(bool), "v": pixel_v[..., half:]}
+    return records
 
 
 def importer_records(graph, inputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
@@ -328,13 +386,19 @@ def torch_side(work: Workload) -> tuple[dict, str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _prompt(alpha: np.ndarray, on: np.ndarray, off: np.ndarray, image_shape) -> np.ndarray:
-    """``alpha ⊙ (mean_t on − mean_t off)`` for ``(images, steps, 3·H·W)`` spikes."""
-    diff = on.astype(np.float64).mean(axis=1) - off.astype(np.float64).mean(axis=1)
-    return alpha[None, :, None, None] * diff.reshape(diff.shape[0], *image_shape)
+def lorsp_prompt(graph, host, records: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarray:
+    """The prompt ``(images, 3, H, W)`` the file's host builds from one side's recorded spikes."""
+    import torch
+
+    spikes = {}
+    for role, node in role_populations(graph, host).items():
+        value = np.asarray(records[node]["spikes"], np.float64)
+        spikes[role] = torch.as_tensor(np.swapaxes(value.reshape(*value.shape[:2], -1), 0, 1))
+    return host.prompt(spikes).detach().cpu().to(torch.float64).numpy()
 
 
 def _logits(model, prompted):
+    """``PromptedModel.forward``'s logits for an already prompted image."""
     if model.head.input_kind == "features":
         return model.head(model.backbone.forward_features(prompted))
     return model.head(model.backbone(prompted))
@@ -345,16 +409,8 @@ def _prompt_and_accuracy(
 ) -> tuple[dict, dict | None]:
     import torch
 
-    from exporters.lorsp_export import lorsp_host
-
-    host = lorsp_host(work.graph)
-    image_shape = (3, *host.image_size)
-    p_torch = _prompt(
-        host.alpha, torch_rec[LORSP_ON]["spikes"], torch_rec[LORSP_OFF]["spikes"], image_shape
-    )
-    p_lava = _prompt(
-        host.alpha, lava_rec[LORSP_ON]["spikes"], lava_rec[LORSP_OFF]["spikes"], image_shape
-    )
+    p_torch = lorsp_prompt(work.graph, work.host, torch_rec)
+    p_lava = lorsp_prompt(work.graph, work.host, lava_rec)
     norm = float(np.abs(p_torch).sum())
     prompt = {
         "relative_l1": float(np.abs(p_lava - p_torch).sum()) / norm if norm > 0 else None,
@@ -451,7 +507,7 @@ def cosimulate(
             for k in ("delays", "groups", "synapses", "lava_steps", "lava_runs", "lava_version")
         },
     )
-    if LORSP_ON in lava_rec and work.images is not None:
+    if work.host is not None:
         report.prompt, report.accuracy = _prompt_and_accuracy(work, torch_rec, lava_rec)
     if precision == "fixed_pt":
         report.fixed_point = _fixed_reference_check(work, lava_rec, status)
@@ -529,6 +585,10 @@ def _fixed_reference_check(work: Workload, lava_rec: dict, status: dict) -> dict
 
 
 __all__ = [
+    "LORSP_GATE",
+    "LORSP_OFF",
+    "LORSP_ON",
+    "LORSP_PIXELS",
     "Activity",
     "CosimError",
     "CosimReport",
@@ -536,4 +596,9 @@ __all__ = [
     "LayerAgreement",
     "activity",
     "cosimulate",
+    "lorsp_prompt",
+    "norse_records",
+    "prepare_workload",
+    "presented_inputs",
+    "role_populations",
 ]

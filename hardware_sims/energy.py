@@ -1,4 +1,4 @@
-r"""Energy per image on named hardware profiles, for the SNN and its ANN twin (numpy only).
+r"""Energy per image on named hardware profiles, for the SNN and its ANN twin.
 
 Profiles live in one data file, ``hardware_sims/profiles.json``, each figure with its source.
 Users add or override profiles with a JSON file of the same layout, passed as ``profiles_file``
@@ -17,9 +17,18 @@ ANN twin (the same synapses with ReLU units, evaluated once per image — it has
     N_{MAC} = \sum_{\text{synapse nodes}} \mathrm{MACs}(node)
 
 with Affine/Linear ``out·in`` (every weight, zeros included: a dense layer does not skip them),
-Scale ``n``, Conv2d ``C_out·H'·W'·(C_in/groups)·kH·kW``. For ``lorsp`` this is
-``D·K + 2·3·H·W·K + 2·3·H·W``. Host MACs (both sides): descriptor pooling ``3·H·W`` and prompt
-assembly ``α⊙(on − off)`` ``3·H·W``, read from the graph's ``metadata["lorsp"]``.
+Scale ``n``, Conv2d ``C_out·H'·W'·(C_in/groups)·kH·kW``. For ``lorsp`` (v2, ``N`` pixel neurons:
+``3·H·W``, or ``3·G·G`` with a grid; ``r`` gates; ``D = 3p²``) this is
+``(D + 1)·r + N·r + 2·N`` (``gate_affine``, ``gate_bias``, ``gate_synapses``, ``image_gain``,
+``pixel_bias``); for ``lorsp_v1`` ``D·K + 2·3·H·W·K + 2·3·H·W`` (an Affine's bias is not a
+MAC). Host operations (both sides), read from the graph's ``metadata["lorsp"]`` through
+:func:`exporters.lorsp_export.lorsp_host`:
+v2 descriptor pooling ``3·H·W`` adds, image pooling ``3·H·W`` adds with a grid, the readout
+``V ⊙ ρ`` ``3·H·W``; v1 pooling ``3·H·W`` and ``α ⊙ (on − off)`` ``3·H·W``. Together they equal
+the twin's own ``mac_count()`` (``LoRSPAnnPrompter``, ``LoRSPv1AnnPrompter``).
+
+:mod:`hardware_sims.energy_study` sweeps a prompter over T and the grid with these functions and
+puts the frozen backbone's MACs next to them.
 """
 
 from __future__ import annotations
@@ -163,13 +172,26 @@ def ann_twin_macs(graph: nir.NIRGraph) -> dict[str, int]:
     }
 
 
+#: ``mac_count()`` layers of the ANN twins that run on the host, not on the chip.
+HOST_LAYERS = ("descriptor_pool", "image_pool", "value_readout", "prompt_combine")
+
+
 def host_macs(graph: nir.NIRGraph) -> dict[str, int]:
-    """Host-side operations per image: LoRSP's pooling and prompt assembly (others: none)."""
-    host = (graph.metadata or {}).get(LORSP_METADATA)
-    if not isinstance(host, dict):
+    """Host-side operations per image of a LoRSP graph (module doc); other graphs: none."""
+    if not isinstance((graph.metadata or {}).get(LORSP_METADATA), dict):
         return {}
-    pixels = int(host["channels"]) * int(host["image_height"]) * int(host["image_width"])
-    return {"descriptor_pool": pixels, "prompt_combine": pixels}
+    from exporters.lorsp_export import FORMAT_V1, lorsp_host
+    from lorsp_neuro.prompters import CHANNELS
+
+    host = lorsp_host(graph)
+    pixels = CHANNELS * host.image_size[0] * host.image_size[1]
+    if host.format == FORMAT_V1:
+        return {"descriptor_pool": pixels, "prompt_combine": pixels}
+    macs = {"descriptor_pool": pixels}
+    if host.grid is not None:
+        macs["image_pool"] = pixels
+    macs["value_readout"] = pixels
+    return macs
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,8 +12,12 @@ Definitions (DESIGN.md §3), for a NIR graph read by :func:`hardware_sims.graph.
   (payload × weight) on a CMOS profile, an accumulate for a binary SynOp. A zero input costs
   nothing, which is where event-driven hardware saves over dense MACs.
 * **Neuron updates**: every neuron is updated every step (``size · T`` per image). An update is
-  *active* when the neuron receives at least one synaptic event in that step, has a non-zero
-  (synaptic or leak) bias, or spikes; otherwise it is *inactive* (only its state decays).
+  *active* when the neuron receives at least one synaptic event in that step, still holds the
+  synaptic current of an earlier event of the same image (a current that outlives its step,
+  ``d_u < 1``: a persistent current, ``d_u = 2**-60``, holds an input presented once for the whole
+  image and keeps driving the membrane), has a non-zero (synaptic or leak) bias, or spikes;
+  otherwise it is *inactive* (only its state decays). A current that lasts one step (``d_u = 1``,
+  and every ``LIF``) makes no difference.
 * **Spikes**: spikes emitted, per layer.
 
 Counts are per image (averaged over the images given). Both simulators' records go through the
@@ -97,6 +101,15 @@ def _receives(weight, events: np.ndarray) -> np.ndarray:
     return events @ (np.asarray(weight) != 0).T.astype(np.float64) > 0
 
 
+def _held(received: np.ndarray, carries: np.ndarray, images: int, steps: int) -> np.ndarray:
+    """``(images·steps, n)``: from its first event in an image on, a neuron whose current
+    ``carries`` over to the next step holds a current (the window reset clears it per image)."""
+    if not carries.any():
+        return received
+    held = np.logical_or.accumulate(received.reshape(images, steps, -1), axis=1)
+    return np.where(carries[None, :], held.reshape(received.shape), received)
+
+
 def count_synops(
     model: NetworkModel,
     spikes: Mapping[str, np.ndarray],
@@ -127,6 +140,7 @@ def count_synops(
         received = np.zeros((images * steps, pop.size), dtype=bool)
         for conn in model.incoming(name):
             received |= _receives(conn.weight, events[conn.source])
+        received = _held(received, np.asarray(pop.coeffs.du).ravel() < 1, images, steps)
         always = np.asarray(pop.coeffs.bias).ravel() != 0
         if name in model.biases:
             always |= model.biases[name] != 0
