@@ -1,8 +1,8 @@
 """Accuracy table: the prompters on two offline datasets through frozen EfficientNet-Lite0.
 
-``linear_probe``, ``vp_pad``, ``full_dense``, ``lor_vp``, ``lorsp_ann``, ``lorsp`` (v2) and
-``lorsp_v1`` are trained with the same backbone, head, data, budget, learning rates and seeds
-(``lorsp_neuro.training``). Per (dataset, prompter) the table gives the test accuracy of the
+``linear_probe``, ``vp_pad``, ``full_dense``, ``lor_vp``, ``lorsp_ann`` and ``lorsp`` (v2) are
+trained with the same backbone, head, data, budget, learning rates and seeds
+(``lorsp_neuro.training``); ``--prompters lorsp_v1`` adds the v1 design. Per (dataset, prompter) the table gives the test accuracy of the
 checkpoint best on validation (mean ± sample std over the seeds), tunable parameters, prompt
 sparsity and, from the trained spiking checkpoints' recorded spikes, SynOps and energy per image
 under the Loihi profile next to the ANN twin's MAC energy (``hardware_sims``). The budget is printed and stored with the JSON.
@@ -46,6 +46,7 @@ from bench_common import (
     RESULTS_DIR,
     RUNS_DIR,
     SCHEMA_VERSION,
+    TABLE_PROMPTERS,
     BenchmarkError,
     machine_info,
     mean_std,
@@ -87,7 +88,7 @@ class Settings:
     mode: str
     datasets: tuple[DatasetBudget, ...]
     seeds: tuple[int, ...]
-    prompters: tuple[str, ...] = PROMPTERS
+    prompters: tuple[str, ...] = TABLE_PROMPTERS
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     head: str = "flm"

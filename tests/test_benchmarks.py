@@ -170,7 +170,8 @@ def test_settings_reject_bad_values():
 def test_default_budget_is_what_the_docs_state():
     default = accuracy_table.SETTINGS["default"]
     assert [b.name for b in default.datasets] == ["fashion_mnist", "textures"]
-    assert len(default.seeds) >= 3 and default.prompters == bench_common.PROMPTERS
+    assert len(default.seeds) >= 3 and default.prompters == bench_common.TABLE_PROMPTERS
+    assert set(bench_common.PROMPTERS) - set(default.prompters) == {"lorsp_v1"}
     assert [b.steps(default.batch_size) for b in default.datasets] == [500, 192]
 
 
