@@ -624,7 +624,14 @@ class _Run:
         )
 
     def _save(self, record: dict[str, Any]) -> None:
-        """Rank 0: best checkpoint if this epoch is best, the epoch checkpoint, the metrics line."""
+        """Rank 0: the metrics line, the best checkpoint if this epoch is best, the epoch checkpoint.
+
+        The line goes first: a kill after it but before the epoch's checkpoint resumes from the
+        previous checkpoint, and the resume drops the lines of epochs it will train again
+        (:func:`_read_metrics`); the other order lost the line of a checkpointed epoch.
+        """
+        with open(self.out / METRICS_FILE, "a") as fh:
+            fh.write(json.dumps(_json_safe(record)) + "\n")
         state = trainable_state(self.model)
         num_classes = self.splits.num_classes
         if self.best["epoch"] == self.epoch:
@@ -646,8 +653,6 @@ class _Run:
         checkpoints = self.out / CHECKPOINT_DIR
         ckpt.save_checkpoint(ckpt.epoch_checkpoint_path(checkpoints, self.epoch), tensors, info)
         ckpt.prune_checkpoints(checkpoints, self.config.keep_checkpoints)
-        with open(self.out / METRICS_FILE, "a") as fh:
-            fh.write(json.dumps(_json_safe(record)) + "\n")
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         """Load the checkpoint best on validation, measure the test split, write the summary."""
