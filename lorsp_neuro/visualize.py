@@ -3,24 +3,33 @@ r"""Pictures of a trained prompter: what it adds to an image, how its neurons fi
 :func:`visualize_run` reads a run directory written by ``lorsp train`` and draws, with matplotlib's
 Agg renderer (no display needed, and pyplot's global backend is left alone):
 
-- ``prompts.png``, one row per test image: the image, the prompt, the prompted image (what the
-  frozen backbone is given, shown clipped to [0, 1]) and, for a spiking prompter, a raster of the
-  gate neurons and the pixel neurons' spike count per time step (ON population up, OFF down);
+- ``prompts.png``, one row per test image; the columns are the views of the prompter's layout
+  (:data:`LAYOUTS`, chosen by :data:`TRACERS`):
+
+  - ``lorsp`` (v2, value readout): the image; the **rate map** ρ (each pixel neuron's firing rate
+    over the T steps, mean over the colour channels; with ``grid = G`` one cell per neuron of the
+    ``G×G`` grid, outlined); the **pixel spikes at each step**; the **prompt** ``V ⊙ ρ``; the
+    prompted image; the **gate raster**;
+  - ``lorsp_v1``: the image; where the ON (red) and OFF (blue) pixel neurons fire
+    (:func:`on_off_balance`); the prompted image; the gate raster; ON spikes per step upwards and
+    OFF downwards. The sign a v1 population adds is ``alpha`` of its channel, which may be
+    negative, so "ON" means "the positive-factor population", as DVS polarities do;
+  - any other prompter (``lor_vp``, ``vp_pad`` …): the image, the signed prompt, the prompted image;
+
+- ``values.png`` (``lorsp`` only): its values ``V = B A``, which do not depend on the image, per
+  colour channel and as one colour picture (:func:`values_as_colour`);
 - ``sparsity.png``: a histogram over the test split of each image's prompt sparsity (the fraction
   of its prompt entries that are exactly zero).
 
-A spiking prompter's prompt panel shows which population fired, not the signed prompt: red where
-ON neurons fire, blue where OFF neurons do (:func:`on_off_balance`). The sign a population adds is
-``alpha`` of its channel, which may be negative, so "ON" means "the positive-factor population",
-as DVS polarities do. A prompter without spikes (``lor_vp``, ``vp_pad`` …) gets its signed prompt
-instead, red positive and blue negative.
+Signed maps are red positive, blue negative, white 0, on one colour scale shared by all rows.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +37,19 @@ import numpy as np
 import torch
 
 from lorsp_neuro.errors import LorspError
+from lorsp_neuro.prompters import LoRSPPrompter, LoRSPv1Prompter
 
 PROMPTS_FILE = "prompts.png"
+VALUES_FILE = "values.png"
 SPARSITY_FILE = "sparsity.png"
 #: More rows than this make the picture unreadable; draw several pictures instead.
 MAX_IMAGES = 32
 ON_COLOUR, OFF_COLOUR = "#d62728", "#1f5fbf"
+#: Layouts of ``prompts.png``: the v2 value readout, the v1 ON/OFF populations, a plain prompt.
+VALUE_READOUT, ON_OFF, DENSE = "value_readout", "on_off", "dense"
+#: Spike roles of a trace, as the exporter names its outputs: v2 pixels, v1 ON and OFF.
+PIXELS, ON, OFF = "pixels", "on", "off"
+CHANNEL_NAMES = ("R", "G", "B")
 
 
 class VisualizeError(LorspError, ValueError):
@@ -45,7 +61,7 @@ class VisualizeError(LorspError, ValueError):
 
 
 def on_off_balance(on: np.ndarray, off: np.ndarray) -> np.ndarray:
-    r"""Per pixel, how much more the ON population fired than the OFF one, in [-1, 1].
+    r"""Per pixel, how much more the ON population fired than the OFF one, in [-1, 1] (v1).
 
     .. math::
         b(h, w) = \frac{1}{T C} \sum_{t, c} \big(s_{on}(t, c, h, w) - s_{off}(t, c, h, w)\big)
@@ -60,6 +76,29 @@ def on_off_balance(on: np.ndarray, off: np.ndarray) -> np.ndarray:
 def channel_mean(prompt: np.ndarray) -> np.ndarray:
     r"""``(C, H, W) → (H, W)``: :math:`\bar p(h, w) = \frac1C \sum_c p(c, h, w)`."""
     return np.asarray(prompt, np.float64).mean(axis=0)
+
+
+def rate_map(spikes: np.ndarray) -> np.ndarray:
+    r"""``(T, C, h, w) → (h, w)``: the firing rate averaged over steps and channels,
+    :math:`\bar\rho(h, w) = \frac{1}{T C} \sum_{t, c} s(t, c, h, w) \in [0, 1]`."""
+    return np.asarray(spikes, np.float64).mean(axis=(0, 1))
+
+
+def spike_strip(spikes: np.ndarray) -> np.ndarray:
+    r"""``(T, C, h, w) → (h, T·(w + 1) − 1)``: step t's spike count over the channels,
+    :math:`n_t(h, w) = \sum_c s(t, c, h, w)`, side by side, one NaN column between steps."""
+    counts = np.asarray(spikes, np.float64).sum(axis=1)
+    steps, height, _ = counts.shape
+    gap = np.full((height, 1), np.nan)
+    return np.concatenate([part for t in range(steps) for part in (gap, counts[t])][1:], axis=1)
+
+
+def values_as_colour(values: np.ndarray) -> np.ndarray:
+    r"""``(3, H, W) → (3, H, W)`` in [0, 1]: :math:`0.5 + V / (2 \max|V|)`, grey where V = 0
+    (all grey for an all-zero V)."""
+    values = np.asarray(values, np.float64)
+    extent = float(np.abs(values).max(initial=0.0))
+    return 0.5 + values / (2 * extent) if extent > 0 else np.full_like(values, 0.5)
 
 
 def per_image_sparsity(prompt: torch.Tensor) -> np.ndarray:
@@ -84,15 +123,20 @@ class PromptTrace:
     """A prompter's output on a batch of images, as numpy arrays for plotting.
 
     ``images`` ``(B, 3, H, W)`` in [0, 1], ``labels`` ``(B,)``, ``prompt`` ``(B, 3, H, W)``;
-    for a spiking prompter also ``gates`` ``(B, T, K)`` and ``on``/``off`` ``(B, T, 3, H, W)``.
+    ``layout`` picks the views (:data:`LAYOUTS`). A spiking prompter adds ``gates``
+    ``(B, T, K)`` and ``spikes`` by role, ``(B, T, 3, h, w)`` each: ``pixels`` (v2; ``h = w = G``
+    with a grid) or ``on`` and ``off`` (v1). v2 also gives its ``values`` V ``(3, H, W)`` and
+    ``grid`` (None: one neuron per pixel).
     """
 
     images: np.ndarray
     labels: np.ndarray
     prompt: np.ndarray
+    layout: str = DENSE
     gates: np.ndarray | None = None
-    on: np.ndarray | None = None
-    off: np.ndarray | None = None
+    spikes: dict[str, np.ndarray] = field(default_factory=dict)
+    values: np.ndarray | None = None
+    grid: int | None = None
 
     @property
     def spiking(self) -> bool:
@@ -104,37 +148,84 @@ class PromptTrace:
         return self.images + self.prompt
 
 
+def _trace_value_readout(prompter, images: torch.Tensor) -> dict[str, Any]:
+    """v2: one run of the spiking core gives the spikes; the prompt is read out from them."""
+    record = prompter.run_core(images)
+    core = prompter.spiking_core
+    return {
+        "layout": VALUE_READOUT,
+        "prompt": prompter.prompt_from_spikes(record.pixels),
+        "gates": record.gates,
+        "spikes": {PIXELS: record.pixels},
+        "values": core.values(),
+        "grid": core.grid,
+    }
+
+
+def _trace_on_off(prompter, images: torch.Tensor) -> dict[str, Any]:
+    """v1: the descriptor at every step; ON and OFF spikes; ``alpha ⊙ (on − off)``."""
+    gates, on, off = prompter.spiking_core(prompter.descriptor_sequence(images), images)
+    return {
+        "layout": ON_OFF,
+        "prompt": prompter.prompt_from_spikes(on, off),
+        "gates": gates,
+        "spikes": {ON: on, OFF: off},
+    }
+
+
+def _trace_dense(prompter, images: torch.Tensor) -> dict[str, Any]:
+    return {"layout": DENSE, "prompt": prompter(images).prompt}
+
+
+def _tracer(prompter) -> Callable[[Any, torch.Tensor], dict[str, Any]]:
+    """The tracer of :data:`TRACERS` for the prompter's class (its nearest ancestor's), or the
+    plain one for a prompter without spikes."""
+    for cls in type(prompter).__mro__:
+        if cls in TRACERS:
+            return TRACERS[cls]
+    return _trace_dense
+
+
+def _numpy(value: torch.Tensor, dtype=None) -> np.ndarray:
+    array = value.detach().cpu().numpy()
+    return array.astype(dtype) if dtype is not None else array
+
+
 @torch.no_grad()
 def trace_prompter(prompter, images: torch.Tensor, labels: torch.Tensor) -> PromptTrace:
     """Run ``prompter`` on ``images`` ``(B, 3, H, W)`` in eval mode and keep what is drawn."""
     was_training = prompter.training
     prompter.eval()
     try:
-        core = getattr(prompter, "spiking_core", None)
-        if core is not None:
-            gates, on, off = core(prompter.descriptor_sequence(images), images)
-            prompt = prompter.prompt_from_spikes(on, off)
-            spikes = {
-                "gates": gates.transpose(0, 1).bool().cpu().numpy(),
-                "on": on.transpose(0, 1).bool().cpu().numpy(),
-                "off": off.transpose(0, 1).bool().cpu().numpy(),
-            }
-        else:
-            prompt = prompter(images).prompt
-            spikes = {}
+        traced = _tracer(prompter)(prompter, images)
     finally:
         prompter.train(was_training)
-    if prompt is None:
+    if traced["prompt"] is None:
         raise VisualizeError(
             f"prompter '{getattr(prompter, 'name', type(prompter).__name__)}' adds no prompt: "
             "there is nothing to draw"
         )
+    gates = traced.get("gates")
+    values = traced.get("values")
     return PromptTrace(
-        images=images.detach().cpu().numpy(),
-        labels=labels.detach().cpu().numpy(),
-        prompt=prompt.detach().cpu().numpy(),
-        **spikes,
+        images=_numpy(images),
+        labels=_numpy(labels),
+        prompt=_numpy(traced["prompt"]),
+        layout=traced["layout"],
+        gates=None if gates is None else _numpy(gates.transpose(0, 1), bool),
+        spikes={
+            role: _numpy(s.transpose(0, 1), bool) for role, s in traced.get("spikes", {}).items()
+        },
+        values=None if values is None else _numpy(values, np.float64),
+        grid=traced.get("grid"),
     )
+
+
+#: Prompter class → how its spikes and prompt are traced (a subclass uses its nearest ancestor's).
+TRACERS: dict[type, Callable[[Any, torch.Tensor], dict[str, Any]]] = {
+    LoRSPPrompter: _trace_value_readout,
+    LoRSPv1Prompter: _trace_on_off,
+}
 
 
 @torch.no_grad()
@@ -188,34 +279,22 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def _show_image(ax, chw: np.ndarray) -> None:
-    ax.imshow(np.clip(np.transpose(chw, (1, 2, 0)), 0.0, 1.0), interpolation="nearest")
+def _bare(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _draw_gates(ax, gates: np.ndarray) -> None:
-    """Raster of ``(T, K)`` gate spikes: a dark square per spike, one row per gate neuron."""
-    steps, factors = gates.shape
-    ax.imshow(gates.T, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    ax.set_yticks(range(factors), [f"g{k}" for k in range(factors)], fontsize=8)
-    ax.set_xticks(range(steps), [str(t) for t in range(steps)], fontsize=7)
-    ax.set_xticks(np.arange(-0.5, steps, 1), minor=True)
-    ax.set_yticks(np.arange(-0.5, factors, 1), minor=True)
-    ax.grid(which="minor", color="#bbbbbb", linewidth=0.6)
-    ax.tick_params(which="minor", length=0)
+def _show_image(ax, chw: np.ndarray) -> None:
+    ax.imshow(np.clip(np.transpose(chw, (1, 2, 0)), 0.0, 1.0), interpolation="nearest")
+    _bare(ax)
 
 
-def _draw_pixel_counts(ax, on: np.ndarray, off: np.ndarray, population: int, limit: float) -> None:
-    """ON spikes per step as bars upwards, OFF downwards, as a fraction of the population."""
-    steps = np.arange(on.shape[0])
-    ax.bar(steps, spikes_per_step(on) / population, color=ON_COLOUR, width=0.8, label="ON")
-    ax.bar(steps, -spikes_per_step(off) / population, color=OFF_COLOUR, width=0.8, label="OFF")
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylim(-limit, limit)
-    ax.set_xticks(steps, [str(t) for t in steps], fontsize=7)
-    ax.tick_params(axis="y", labelsize=7)
-    ax.yaxis.set_major_formatter(_abs_percent_formatter())
+def _colourbar(fig, ax, artist, label: str) -> None:
+    """A horizontal colour bar below ``ax``, so that no image column is squeezed to make room."""
+    colour_axes = ax.inset_axes([0.0, -0.42, 1.0, 0.07])
+    colourbar = fig.colorbar(artist, cax=colour_axes, orientation="horizontal")
+    colourbar.set_label(label, fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
 
 
 def _abs_percent_formatter():
@@ -224,79 +303,274 @@ def _abs_percent_formatter():
     return FuncFormatter(lambda value, _: f"{abs(value):.0%}")
 
 
+def _outline_cells(ax, cells: int) -> None:
+    """Thin lines between the ``cells × cells`` neurons of a grid."""
+    edges = np.arange(-0.5, cells, 1)
+    ax.set_xticks(edges, minor=True)
+    ax.set_yticks(edges, minor=True)
+    ax.grid(which="minor", color="#888888", linewidth=0.4)
+    ax.tick_params(which="minor", length=0)
+
+
+# One function per view of prompts.png: ``draw(ax, trace, i, scale)`` fills row i's panel and
+# returns its artist (for the colour bar); ``scale(trace)`` is computed once per figure, so that
+# every row shares it.
+
+
+def _symmetric_scale(picture: Callable[[PromptTrace, int], np.ndarray]):
+    def scale(trace: PromptTrace):
+        from matplotlib.colors import TwoSlopeNorm
+
+        rows = trace.images.shape[0]
+        extent = max(max(float(np.abs(picture(trace, i)).max()) for i in range(rows)), 1e-6)
+        return TwoSlopeNorm(vcenter=0.0, vmin=-extent, vmax=extent)
+
+    return scale
+
+
+def _unit_scale(trace: PromptTrace):
+    from matplotlib.colors import Normalize
+
+    return Normalize(vmin=0.0, vmax=1.0)
+
+
+def _no_scale(trace: PromptTrace) -> None:
+    return None
+
+
+def _draw_image(ax, trace: PromptTrace, i: int, scale, attribute: str) -> None:
+    _show_image(ax, getattr(trace, attribute)[i])
+
+
+def _draw_map(
+    ax,
+    trace: PromptTrace,
+    i: int,
+    norm,
+    picture: Callable[[PromptTrace, int], np.ndarray],
+    caption: Callable[[PromptTrace, int], str],
+    cmap: str,
+    cells: bool = False,
+):
+    """A 2-D ``picture`` of row i on the figure's shared ``norm``, captioned; with ``cells`` and
+    a grid, its neurons outlined."""
+    artist = ax.imshow(picture(trace, i), cmap=cmap, norm=norm, interpolation="nearest")
+    _bare(ax)
+    if cells and trace.grid is not None:
+        _outline_cells(ax, trace.grid)
+    ax.set_xlabel(caption(trace, i), fontsize=8)
+    return artist
+
+
+def _prompt_picture(trace: PromptTrace, i: int) -> np.ndarray:
+    return channel_mean(trace.prompt[i])
+
+
+def _balance_picture(trace: PromptTrace, i: int) -> np.ndarray:
+    return on_off_balance(trace.spikes[ON][i], trace.spikes[OFF][i])
+
+
+def _rate_picture(trace: PromptTrace, i: int) -> np.ndarray:
+    return rate_map(trace.spikes[PIXELS][i])
+
+
+def _prompt_caption(trace: PromptTrace, i: int) -> str:
+    zero = float((trace.prompt[i] == 0).mean())
+    largest = float(np.abs(trace.prompt[i]).max())
+    return f"{zero:.0%} of prompt = 0, max |p| {largest:.2g}"
+
+
+def _rate_caption(trace: PromptTrace, i: int) -> str:
+    spikes = trace.spikes[PIXELS][i]
+    silent = float((spikes.sum(axis=0) == 0).mean())
+    return f"mean rate {float(spikes.mean()):.0%}, {silent:.0%} of neurons silent"
+
+
+def _draw_spike_strip(ax, trace: PromptTrace, i: int, scale, role: str) -> None:
+    """Each step's spikes of population ``role`` as a map (count over the 3 channels)."""
+    import matplotlib
+
+    spikes = trace.spikes[role][i]
+    steps, channels, _, width = spikes.shape
+    strip = np.ma.masked_invalid(spike_strip(spikes))
+    cmap = matplotlib.colormaps["Greys"].with_extremes(bad="white")
+    ax.imshow(strip, cmap=cmap, vmin=0, vmax=channels, aspect="equal", interpolation="nearest")
+    centres = [t * (width + 1) + (width - 1) / 2 for t in range(steps)]
+    ax.set_xticks(centres, [str(t) for t in range(steps)], fontsize=7)
+    ax.set_yticks([])
+
+
+def _draw_gates(ax, trace: PromptTrace, i: int, scale) -> None:
+    """Raster of ``(T, K)`` gate spikes: a dark square per spike, one row per gate neuron."""
+    gates = trace.gates[i]
+    steps, count = gates.shape
+    ax.imshow(gates.T, cmap="Greys", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(count), [f"g{k}" for k in range(count)], fontsize=8)
+    ax.set_xticks(range(steps), [str(t) for t in range(steps)], fontsize=7)
+    ax.set_xticks(np.arange(-0.5, steps, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, count, 1), minor=True)
+    ax.grid(which="minor", color="#bbbbbb", linewidth=0.6)
+    ax.tick_params(which="minor", length=0)
+
+
+def _population_fraction(trace: PromptTrace, i: int, role: str) -> np.ndarray:
+    spikes = trace.spikes[role][i]
+    return spikes_per_step(spikes) / spikes[0].size
+
+
+def _bar_scale(populations: Sequence[tuple[str, str, int]]):
+    def scale(trace: PromptTrace) -> float:
+        rows = trace.images.shape[0]
+        busiest = max(
+            float(_population_fraction(trace, i, role).max(initial=0))
+            for i in range(rows)
+            for role, _, _ in populations
+        )
+        return max(busiest * 1.15, 0.01)
+
+    return scale
+
+
+def _draw_pixel_counts(
+    ax, trace: PromptTrace, i: int, limit: float, populations: Sequence[tuple[str, str, int]]
+) -> None:
+    """Spikes per step of each ``(role, colour, direction)`` population as bars, as a fraction
+    of the population (direction −1 draws downwards)."""
+    steps = np.arange(trace.gates.shape[1])
+    for role, colour, direction in populations:
+        fraction = _population_fraction(trace, i, role)
+        ax.bar(steps, direction * fraction, color=colour, width=0.8, label=role)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylim(-limit if any(d < 0 for *_, d in populations) else 0, limit)
+    ax.set_xticks(steps, [str(t) for t in steps], fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.yaxis.set_major_formatter(_abs_percent_formatter())
+
+
+@dataclass(frozen=True)
+class View:
+    """One column of ``prompts.png``: its heading, ``draw(ax, trace, i, scale)`` and ``scale``
+    (module comment above), its width, an x label under the last row (``footer``) and the label
+    of a colour bar under the last row (none if empty)."""
+
+    heading: str
+    draw: Callable[..., Any]
+    scale: Callable[[PromptTrace], Any] = _no_scale
+    width: float = 1.0
+    footer: str = ""
+    colourbar: str = ""
+
+
+IMAGE_VIEW = View("image", partial(_draw_image, attribute="images"))
+PROMPTED_VIEW = View("prompted image (clipped)", partial(_draw_image, attribute="prompted"))
+GATES_VIEW = View("gate neurons (spike raster)", _draw_gates, width=1.3, footer="time step")
+PROMPT_VIEW = View(
+    "prompt (channel mean)",
+    partial(_draw_map, picture=_prompt_picture, caption=_prompt_caption, cmap="bwr"),
+    _symmetric_scale(_prompt_picture),
+    colourbar="prompt value",
+)
+RATE_VIEW = View(
+    "rate map ρ (channel mean)",
+    partial(_draw_map, picture=_rate_picture, caption=_rate_caption, cmap="magma", cells=True),
+    _unit_scale,
+    colourbar="pixel neurons' firing rate over T",
+)
+PIXEL_STEPS_VIEW = View(
+    "pixel neurons: spikes at each step",
+    partial(_draw_spike_strip, role=PIXELS),
+    width=2.0,
+    footer="time step  (darker: more of the 3 channels fire)",
+)
+ON_OFF_POPULATIONS = ((ON, ON_COLOUR, 1), (OFF, OFF_COLOUR, -1))
+BALANCE_VIEW = View(
+    "neurons firing: ON red, OFF blue",
+    partial(_draw_map, picture=_balance_picture, caption=_prompt_caption, cmap="bwr"),
+    _symmetric_scale(_balance_picture),
+    colourbar="ON − OFF firing rate",
+)
+ON_OFF_STEPS_VIEW = View(
+    "pixel neurons: spikes per step",
+    partial(_draw_pixel_counts, populations=ON_OFF_POPULATIONS),
+    _bar_scale(ON_OFF_POPULATIONS),
+    width=1.5,
+    footer="time step  (ON up, OFF down; % of population)",
+)
+#: Layout → the columns of ``prompts.png``.
+LAYOUTS: dict[str, tuple[View, ...]] = {
+    VALUE_READOUT: (
+        IMAGE_VIEW,
+        RATE_VIEW,
+        PIXEL_STEPS_VIEW,
+        PROMPT_VIEW,
+        PROMPTED_VIEW,
+        GATES_VIEW,
+    ),
+    ON_OFF: (IMAGE_VIEW, BALANCE_VIEW, PROMPTED_VIEW, GATES_VIEW, ON_OFF_STEPS_VIEW),
+    DENSE: (IMAGE_VIEW, PROMPT_VIEW, PROMPTED_VIEW),
+}
+
+
 def prompt_figure(
     trace: PromptTrace,
     path: str | Path,
     class_names: Sequence[str] = (),
     title: str = "",
 ) -> Path:
-    """One row per image: image | prompt | prompted image [| gate raster | pixel spikes/step]."""
-    from matplotlib.colors import TwoSlopeNorm
-
+    """One row per image, one column per view of the trace's layout (:data:`LAYOUTS`)."""
+    views = LAYOUTS[trace.layout]
     rows = trace.images.shape[0]
-    columns = 5 if trace.spiking else 3
-    widths = [1, 1, 1, 1.5, 1.5][:columns]
+    widths = [view.width for view in views]
     fig = _figure(figsize=(2.3 * sum(widths) + 0.8, 2.25 * rows + 0.6))
     axes = fig.subplots(
         rows,
-        columns,
+        len(views),
         squeeze=False,
         gridspec_kw={"width_ratios": widths, "wspace": 0.35, "hspace": 0.45},
     )
-    if trace.spiking:
-        maps = [on_off_balance(trace.on[i], trace.off[i]) for i in range(rows)]
-        prompt_title = "neurons firing: ON red, OFF blue"
-        colour_label = "ON − OFF firing rate"
-    else:
-        maps = [channel_mean(trace.prompt[i]) for i in range(rows)]
-        prompt_title = "prompt (channel mean)"
-        colour_label = "prompt value"
-    # One symmetric colour scale for all rows, so rows can be compared.
-    extent = max(float(np.abs(np.stack(maps)).max()), 1e-6)
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-extent, vmax=extent)
-    population = int(np.prod(trace.on.shape[2:])) if trace.spiking else 0
-    if trace.spiking:
-        busiest = (
-            max(float(spikes_per_step(trace.on[i]).max(initial=0)) for i in range(rows))
-            / population
-        )
-        busiest = max(
-            busiest,
-            max(float(spikes_per_step(trace.off[i]).max(initial=0)) for i in range(rows))
-            / population,
-        )
-        limit = max(busiest * 1.15, 0.01)
-    image_artist = None
+    for column, view in enumerate(views):
+        scale = view.scale(trace)
+        for i in range(rows):
+            artist = view.draw(axes[i, column], trace, i, scale)
+        axes[0, column].set_title(view.heading, fontsize=9)
+        if view.footer:
+            axes[-1, column].set_xlabel(view.footer, fontsize=8)
+        if view.colourbar:
+            _colourbar(fig, axes[-1, column], artist, view.colourbar)
     for i in range(rows):
         label = int(trace.labels[i])
         name = class_names[label] if label < len(class_names) else str(label)
-        _show_image(axes[i, 0], trace.images[i])
         axes[i, 0].set_ylabel(f"#{i}: {name}", fontsize=9)
-        image_artist = axes[i, 1].imshow(maps[i], cmap="bwr", norm=norm, interpolation="nearest")
-        axes[i, 1].set_xticks([])
-        axes[i, 1].set_yticks([])
-        zero = float((trace.prompt[i] == 0).mean())
-        largest = float(np.abs(trace.prompt[i]).max())
-        axes[i, 1].set_xlabel(f"{zero:.0%} of prompt = 0, max |p| {largest:.2g}", fontsize=8)
-        _show_image(axes[i, 2], trace.prompted[i])
-        if trace.spiking:
-            _draw_gates(axes[i, 3], trace.gates[i])
-            _draw_pixel_counts(axes[i, 4], trace.on[i], trace.off[i], population, limit)
-    headings = ["image", prompt_title, "prompted image (clipped)"]
-    if trace.spiking:
-        headings += ["gate neurons (spike raster)", "pixel neurons: spikes per step"]
-    for ax, heading in zip(axes[0], headings, strict=True):
-        ax.set_title(heading, fontsize=9)
-    if trace.spiking:
-        axes[-1, 3].set_xlabel("time step", fontsize=8)
-        axes[-1, 4].set_xlabel("time step  (ON up, OFF down; % of population)", fontsize=8)
-    # Below the last prompt panel, so that no image column is squeezed to make room.
-    colour_axes = axes[-1, 1].inset_axes([0.0, -0.42, 1.0, 0.07])
-    colourbar = fig.colorbar(image_artist, cax=colour_axes, orientation="horizontal")
-    colourbar.set_label(colour_label, fontsize=8)
-    colourbar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    return save_figure(fig, path)
+
+
+def values_figure(values: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """The values ``V`` ``(3, H, W)``: one panel per channel on one symmetric colour scale, and
+    V as one colour picture (:func:`values_as_colour`)."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    values = np.asarray(values, np.float64)
+    extent = max(float(np.abs(values).max()), 1e-6)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-extent, vmax=extent)
+    fig = _figure(figsize=(2.3 * (len(values) + 1) + 0.8, 3.2))
+    axes = fig.subplots(1, len(values) + 1, squeeze=False)[0]
+    for channel, ax in enumerate(axes[:-1]):
+        artist = ax.imshow(values[channel], cmap="bwr", norm=norm, interpolation="nearest")
+        _bare(ax)
+        ax.set_title(f"V, channel {CHANNEL_NAMES[channel]}", fontsize=9)
+        ax.set_xlabel(f"max |V| {float(np.abs(values[channel]).max()):.2g}", fontsize=8)
+    _colourbar(fig, axes[0], artist, "value")
+    _show_image(axes[-1], values_as_colour(values))
+    axes[-1].set_title("V as colour (grey: 0)", fontsize=9)
+    axes[-1].set_xlabel("0.5 + V / (2 max |V|) as RGB", fontsize=8)
+    fig.suptitle(
+        title or "The values V = B A (the same for every image): prompt = V ⊙ ρ",
+        fontsize=10,
+        x=0.01,
+        ha="left",
+    )
     return save_figure(fig, path)
 
 
@@ -337,8 +611,9 @@ def visualize_run(
     batch_size: int = 256,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Draw ``prompts.png`` (the first ``images`` test images) and ``sparsity.png`` (the test split)
-    for a run directory; ``out_dir`` defaults to the run directory. Returns the paths and numbers."""
+    """Draw ``prompts.png`` (the first ``images`` test images), ``values.png`` (``lorsp`` only) and
+    ``sparsity.png`` (the test split) for a run directory; ``out_dir`` defaults to the run
+    directory. Returns the paths and numbers."""
     from lorsp_neuro.data import iterate_batches
     from lorsp_neuro.training import _load_splits, load_run, model_image_size
 
@@ -366,6 +641,15 @@ def visualize_run(
         splits.class_names,
         title=f"{name} ({run_dir.name}, {checkpoint} checkpoint): first {images} test images",
     )
+    files = {"prompts": str(prompts_png)}
+    if trace.values is not None:
+        values_png = values_figure(
+            trace.values,
+            out / VALUES_FILE,
+            title=f"{name} ({run_dir.name}, {checkpoint} checkpoint): the values V = B A, "
+            "the same for every image; prompt = V ⊙ ρ",
+        )
+        files["values"] = str(values_png)
     total = -(-len(test) // batch_size)
     sparsity, distinct = sparsity_over(
         prompter, iterate_batches(test, batch_size), total=total, progress=progress
@@ -386,6 +670,7 @@ def visualize_run(
         "min_prompt_sparsity": float(sparsity.min()),
         "max_prompt_sparsity": float(sparsity.max()),
         "distinct_prompts": distinct,
-        "files": {"prompts": str(prompts_png), "sparsity": str(sparsity_png)},
+        "layout": trace.layout,
+        "files": {**files, "sparsity": str(sparsity_png)},
     }
     return result

@@ -152,6 +152,11 @@ BAD_VALUES = [
     ("lava-check", ["--steps", "-1"], "--steps"),
     ("train", ["--epochs", "0"], "epochs"),
     ("train", ["--head", "nope"], "head"),
+    ("train", ["--target-sparsity", "1.5"], "target_sparsity"),
+    ("train", ["--rank", "0"], "rank"),
+    # v1's option on the v2 prompter: named, with the options lorsp has.
+    ("train", ["--factors", "2"], "unknown config field(s) ['factors']"),
+    ("train", ["--prompter", "lorsp_v1", "--grid", "4"], "unknown config field(s) ['grid']"),
     ("train", ["--backbone", "no_such_backbone", "--no-progress"], "no_such_backbone"),
     ("cosim", ["run", "--images", "two"], "two"),
     ("visualize", ["run", "--images", "0"], "images"),

@@ -36,9 +36,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
         ({"image_size": 4}, "image_size"),
         ({"lr": -1.0}, "lr"),
         ({"seed": -1}, "seed"),
-        ({"cosim_images": 2000}, "cosim_images"),
+        ({"cosim_images": DemoSettings().test_size + 1}, "cosim_images"),
         ({"profiles": ()}, "profiles"),
         ({"train_size": 1.5}, "train_size"),
+        ({"rank": 0}, "rank"),
     ],
 )
 def test_bad_settings_name_the_field(change, field):
@@ -46,13 +47,15 @@ def test_bad_settings_name_the_field(change, field):
         DemoSettings().replace(**change)
 
 
-def test_both_prompters_get_the_same_budget(tmp_path):
+def test_both_prompters_get_the_same_budget_and_rank(tmp_path):
     configs = {p: train_config(DemoSettings(), p, tmp_path / p, False).to_dict() for p in PROMPTERS}
     differing = {k for k in configs["lorsp"] if configs["lorsp"][k] != configs["lor_vp"][k]}
-    assert differing == {"prompter", "prompter_options", "out"}
+    assert differing == {"prompter", "out"}, "only the prompter differs, not even its rank"
     assert configs["lorsp"]["pretrained"] and configs["lorsp"]["backbone"] == "efficientnet_lite0"
-    assert configs["lorsp"]["prompter_options"] == {"steps": 8, "factors": 2, "rank": 2}
-    assert configs["lor_vp"]["prompter_options"] == {"rank": 4}
+    # v2 at its defaults (T = 4, inputs once, no grid); a frozen label-mapping head, so that the
+    # accuracies compare the prompts (a trainable probe does most of the work at this budget).
+    assert configs["lorsp"]["prompter_options"] == {"rank": 4}
+    assert configs["lorsp"]["head"] == "flm"
 
 
 def test_output_folder_new_foreign_and_previous(tmp_path):
@@ -84,6 +87,12 @@ def _png(path: Path) -> bool:
     return path.read_bytes()[:8] == PNG_SIGNATURE
 
 
+def profile_mac_pj(name: str) -> float:
+    from hardware_sims.energy import get_profile
+
+    return get_profile(name).mac_pj
+
+
 @pytest.mark.slow
 @pytest.mark.lava
 def test_quick_demo_end_to_end(tmp_path, capsys):
@@ -110,18 +119,26 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert summary["prompter"] == prompter and summary["budget"]["image_size"] == 16
     assert report["distinct_prompts"]["lor_vp"] == 1, "LoR-VP's prompt is the same for every image"
     assert report["prompt_params"]["lor_vp"] == 3 * 4 * (16 + 16)
+    # v2: LoR-VP's values, the gate Affine (D + 1)·r with D = 3·2², λ (r), θ and γ (3 + 3).
+    assert report["prompt_params"]["lorsp"] == 3 * 4 * (16 + 16) + (3 * 4 + 1) * 4 + 4 + 6
+    assert report["tunable_params"] == report["prompt_params"], "a frozen label-mapping head"
     assert 0.0 <= report["prompt_sparsity"]["lorsp"] <= 1.0
 
-    # NIR file, export check and Lava co-simulation.
-    graph = load_nir(out / OUTPUTS["nir"])
-    assert lorsp_host(graph).image_size == (16, 16)
+    # NIR file (read through its host), export check and Lava co-simulation.
+    host = lorsp_host(load_nir(out / OUTPUTS["nir"]))
+    assert (host.format, host.image_size, host.presentation) == ("lorsp-nir/2", (16, 16), "once")
+    export = json.loads((out / OUTPUTS["export"]).read_text())
+    assert export["outputs"] == host.outputs and set(host.outputs) == {"gates", "pixels"}
+    check = export["verify_on_test_images"]
+    assert check["mismatched_spikes"] == {"gates": 0, "pixels": 0} and check["matches"] is True
     assert report["export_matches"] is True
     assert report["spike_agreement"] == 1.0 and report["mismatched_spikes"] == 0
     synops = report["synops_per_image"]
     assert synops["torch"] == synops["lava"] > 0
     cosim = json.loads((out / OUTPUTS["cosim"]).read_text())
-    assert set(cosim["layers"]) == {"gate_neurons", "pixel_on", "pixel_off"}
+    assert set(cosim["layers"]) == {"gate_neurons", "pixel_neurons"}
     assert cosim["images"] == QUICK.cosim_images and cosim["precision"] == "floating_pt"
+    assert report["lava_prompt_max_abs_diff"] == cosim["prompt"]["max_abs_diff"] == 0.0
 
     # Energy on both profiles, SNN against the ANN twin.
     energy = json.loads((out / OUTPUTS["energy"]).read_text())
@@ -131,12 +148,16 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert value["snn"] == pytest.approx(profile["energy_per_image_pj"] / 1e3)
         assert value["ann_twin"] == pytest.approx(profile["ann_twin_energy_pj"] / 1e3)
         assert value["snn_over_ann"] == pytest.approx(value["snn"] / value["ann_twin"])
+        assert value["backbone"] == pytest.approx(
+            energy["backbone"]["macs_per_image"] * profile_mac_pj(name) / 1e3
+        )
     assert energy["images"] == QUICK.energy_images
+    assert energy["backbone"]["macs_per_image"] > 1e6, "EfficientNet-Lite0 at 16 px"
 
     # Every file listed exists; pictures are PNGs; the pictures' numbers match the run's.
     for key, path in report["files"].items():
         assert Path(path).exists(), key
-    for key in ("cosim_raster", "energy_plot", "prompts", "sparsity"):
+    for key in ("cosim_raster", "energy_plot", "prompts", "values", "sparsity"):
         assert _png(Path(report["files"][key])), key
     assert report["pictures"]["distinct_prompts"] == report["distinct_prompts"]["lorsp"]
     assert set(report["wall_s"]) == {*STEPS, "total"}
@@ -148,6 +169,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert f"{report['accuracy'][prompter]:.4f}" in printed
     assert "spike agreement 1.000000" in printed
     assert "loihi" in printed and "cmos45" in printed
+    assert "V ⊙ ρ" in printed and "ANN twin" in printed and "distinct prompts" in printed
+    for v1_word in ("alpha", " ON", " OFF", "factors"):
+        assert v1_word not in printed, f"the report describes v1: {v1_word!r}"
     for path in report["files"].values():
         assert path in printed
     assert printed.strip() in (out / OUTPUTS["report_md"]).read_text()

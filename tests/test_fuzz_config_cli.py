@@ -140,6 +140,11 @@ def settle(kind: str, action):
     return result
 
 
+#: Option keys a fuzzed config sets: fields of ``lorsp`` (v2), v1's ``factors`` (unknown to v2),
+#: and keys no prompter, backbone or dataset has.
+OPTION_KEYS = ["rank", "steps", "grid", "target_sparsity", "persistent", "dt", "factors", "x", ""]
+
+
 def use_config(config: TrainConfig) -> None:
     """What a valid TrainConfig reaches cheaply: its prompter, dataset name and JSON form.
 
@@ -176,7 +181,7 @@ def test_training_config_dicts(capsys, record_property):
                 )
                 config[options] = data.draw(
                     st.dictionaries(
-                        st.sampled_from(["factors", "rank", "steps", "cell", "dt", "x", ""]),
+                        st.sampled_from(OPTION_KEYS),
                         STRANGE,
                         max_size=3,
                     )
@@ -194,7 +199,7 @@ def yaml_alias_bomb(levels: int = 8, width: int = 9) -> str:
     lines = [f"{names[0]}: &{names[0]} [{', '.join(['x'] * width)}]"]
     for previous, name in itertools.pairwise(names):
         lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * width)}]")
-    lines.append(f"prompter_options: {{factors: *{names[-1]}}}")
+    lines.append(f"prompter_options: {{rank: *{names[-1]}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -455,13 +460,13 @@ TRAIN_GUARDS = [
         "timm:test_resnet",
         "--no-pretrained",
         "--prompter-opt",
-        "factors=0",
+        "grid=3",
         "--prompter-opt",
         "rank=0",
     ],
 ]
 VALUES = ["0", "-1", "1", "3", "nan", "inf", "-inf", "1e309", "2147483648", "9" * 25, "abc", "",
-          "é\u2028", "x=y", "=", "a=[1,", "factors=!!python/object/apply:os.system ['true']",
+          "é\u2028", "x=y", "=", "a=[1,", "rank=!!python/object/apply:os.system ['true']",
           "cuda", "cuda:7", "tpu", "auto", "best", "last", "-"]  # fmt: skip
 
 

@@ -18,7 +18,9 @@ PRODUCES = {
     "01_train_and_compare.ipynb": [
         "runs/lorsp/summary.json",
         "runs/lor_vp/summary.json",
+        "runs/lor_vp_pruned/summary.json",
         "pictures/prompts.png",
+        "pictures/values.png",
         "pictures/sparsity.png",
     ],
     "02_export_nir_and_simulate_in_lava.ipynb": ["lorsp.nir", "cosim_raster.png"],

@@ -240,23 +240,28 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert losses[-1] < losses[0]
 
 
+#: ``lorsp`` with its θ controller: state the optimizer does not hold (θ, a buffer set by
+#: ``after_optimizer_step``) must survive a checkpoint and a resume too.
+CONTROLLED = {**TINY, "prompter_options": {"target_sparsity": 0.9}}
+
+
 @pytest.mark.slow
 def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    summary = train({**TINY, "out": str(straight)})
+    summary = train({**CONTROLLED, "out": str(straight)})
     with pytest.raises(Interrupted):
-        train({**TINY, "out": str(broken)}, on_epoch_end=_stop_after(2))
+        train({**CONTROLLED, "out": str(broken)}, on_epoch_end=_stop_after(2))
     assert not (broken / "summary.json").exists()
     # A crash while writing epoch 2's checkpoint: a cut-short file and a temp file are left.
     second = ckpt.epoch_checkpoint_path(broken / "checkpoints", 2)
     second.write_bytes(second.read_bytes()[:-100])
     (broken / "checkpoints" / ".tmp-epoch-0003.safetensors.x").write_bytes(b"partial")
     with pytest.raises(TrainingError, match="already holds a run; pass --resume"):
-        train({**TINY, "out": str(broken)})
+        train({**CONTROLLED, "out": str(broken)})
     with pytest.raises(TrainingError, match=r"different config \(lr\)"):
-        train({**TINY, "out": str(broken), "lr": 0.5}, resume=True)
+        train({**CONTROLLED, "out": str(broken), "lr": 0.5}, resume=True)
     with pytest.warns(UserWarning, match="skipping damaged checkpoint.*epoch-0002"):
-        resumed = train({**TINY, "out": str(broken)}, resume=True)
+        resumed = train({**CONTROLLED, "out": str(broken)}, resume=True)
     assert not list((broken / "checkpoints").glob(".tmp-*"))
     final = "checkpoints/epoch-0003.safetensors"
     a, b = load_file(str(straight / final)), load_file(str(broken / final))
@@ -266,6 +271,35 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
     assert _metrics(straight) == _metrics(broken)
     assert [r["epoch"] for r in _metrics(broken)] == [1, 2, 3]
     assert _without_timing(summary) == _without_timing(resumed)
+
+
+def test_the_loop_calls_after_optimizer_step_and_checkpoints_what_it_changes(tmp_path, monkeypatch):
+    """After every optimizer step, ``after_optimizer_step(step, total_steps)``: lorsp's θ
+    controller moves θ there (a buffer, outside the optimizer) and the checkpoint carries it."""
+    from lorsp_neuro.prompters import LoRSPPrompter
+
+    calls = []
+    real = LoRSPPrompter.after_optimizer_step
+
+    def spy(self, step, total_steps):
+        before = self.spiking_core.pixel_bias.detach().clone()
+        real(self, step, total_steps)
+        calls.append((step, total_steps, before, self.spiking_core.pixel_bias.detach().clone()))
+
+    monkeypatch.setattr(LoRSPPrompter, "after_optimizer_step", spy)
+    run = tmp_path / "run"
+    train({**CONTROLLED, "epochs": 2, "out": str(run)})
+    assert [(step, total) for step, total, *_ in calls] == [(k, 8) for k in range(1, 9)]
+    assert torch.equal(calls[0][2], torch.full((3,), 2.2)), "θ starts at pixel_bias_init"
+    for step, _, before, after in calls:
+        # Few neurons are silent at the start, far below s* = 0.9: θ falls at every step.
+        assert (after < before).all(), (step, before, after)
+    saved = load_file(str(run / "checkpoints" / "epoch-0002.safetensors"))
+    assert torch.equal(saved["prompter.spiking_core.pixel_bias"], calls[-1][3])
+    model, _ = load_run(run, checkpoint="last")
+    buffers = dict(model.prompter.named_buffers())
+    assert "spiking_core.pixel_bias" in buffers, "θ is a buffer: no optimizer trains it"
+    assert torch.equal(buffers["spiking_core.pixel_bias"], calls[-1][3]), "reloaded with the run"
 
 
 def test_summary_fields_are_present_and_sane(tmp_path):
