@@ -49,6 +49,8 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 BEST_FILE = "best.safetensors"
 CHECKPOINT_DIR = "checkpoints"
+#: Training images a prompter calibrates on at the end of every epoch (Prompter.calibrate).
+CALIBRATION_IMAGES = 512
 
 
 class TrainingError(LorspError):
@@ -582,6 +584,7 @@ class _Run:
             reduced = totals.to(device)
             dist.all_reduce(reduced)
             totals = reduced.cpu()
+        self._calibrate()
         val = self._evaluate(self.splits.val)
         if val["accuracy"] > self.best["val_accuracy"]:
             self.best = {"epoch": self.epoch, "val_accuracy": val["accuracy"]}
@@ -602,6 +605,19 @@ class _Run:
             "pixel_firing_rate": val["pixel_firing_rate"],
             "epoch_seconds": time.perf_counter() - started,
         }
+
+    def _calibrate(self) -> None:
+        """The prompter's end-of-epoch calibration on the first training images (same on every
+        rank, so the calibrated state stays identical under DDP)."""
+        images = self.splits.train
+        count = min(len(images), CALIBRATION_IMAGES)
+        batches = (
+            images.batch(slice(start, min(start + self.config.eval_batch_size, count)))[0].to(
+                self.device
+            )
+            for start in range(0, count, self.config.eval_batch_size)
+        )
+        self.model.prompter.calibrate(batches)
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

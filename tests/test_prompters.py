@@ -589,3 +589,37 @@ def test_prompter_class_lookup():
     assert prompter_class("lorsp").name == "lorsp"
     with pytest.raises(LorspError, match="known prompters"):
         prompter_class("nope")
+
+
+def test_calibration_silences_exactly_the_target_fraction_with_the_weights_frozen():
+    torch.manual_seed(4)
+    prompter = _randomise(_lorsp(32, target_sparsity=0.7, pixel_bias_init=3.0))
+    x = _images(24, 32)
+    before = {n: p.detach().clone() for n, p in prompter.named_parameters()}
+    assert prompter.eval()(x).stats["silent_fraction"] < 0.5  # far from the target
+    prompter.calibrate(iter([x[:12], x[12:]]))
+    silent = (prompter.run_core(x).pixels.amax(0) == 0).float().mean(dim=(0, 2, 3))
+    assert silent == pytest.approx(torch.full((3,), 0.7), abs=1.5 / (24 * 32 * 32))
+    for name, param in prompter.named_parameters():
+        assert torch.equal(param, before[name]), name
+    natural = _lorsp(32)
+    bias = natural.spiking_core.pixel_bias.detach().clone()
+    natural.calibrate(iter([x]))  # no target: nothing to calibrate
+    assert torch.equal(natural.spiking_core.pixel_bias, bias)
+
+
+def test_silence_margin_predicts_silence_after_a_bias_shift():
+    from lorsp_neuro.prompters.lorsp import silence_margin
+
+    prompter = _randomise(_lorsp(pixel_bias_init=0.5))
+    x = _images(4)
+    record = prompter.run_core(x, record_currents=True)
+    margin = silence_margin(record.currents, 0.5, 1.0).view(4, 3, SIZE, SIZE)
+    for shift in (-0.3, 0.0, 0.4):
+        with torch.no_grad():
+            prompter.spiking_core.pixel_bias.add_(shift)
+        silent = prompter.run_core(x).pixels.amax(0) == 0
+        with torch.no_grad():
+            prompter.spiking_core.pixel_bias.sub_(shift)
+        decided = (margin - shift).abs() > 1e-5  # away from the float rounding at the boundary
+        assert torch.equal(silent[decided], (margin >= shift)[decided])

@@ -275,31 +275,43 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
 
 def test_the_loop_calls_after_optimizer_step_and_checkpoints_what_it_changes(tmp_path, monkeypatch):
     """After every optimizer step, ``after_optimizer_step(step, total_steps)``: lorsp's θ
-    controller moves θ there (a buffer, outside the optimizer) and the checkpoint carries it."""
+    controller moves θ there (a buffer, outside the optimizer); at every epoch's end
+    ``calibrate`` sets θ for the target on training images; the checkpoint carries θ."""
     from lorsp_neuro.prompters import LoRSPPrompter
 
-    calls = []
-    real = LoRSPPrompter.after_optimizer_step
+    calls, calibrated = [], []
+    real_step, real_calibrate = LoRSPPrompter.after_optimizer_step, LoRSPPrompter.calibrate
 
     def spy(self, step, total_steps):
         before = self.spiking_core.pixel_bias.detach().clone()
-        real(self, step, total_steps)
+        real_step(self, step, total_steps)
         calls.append((step, total_steps, before, self.spiking_core.pixel_bias.detach().clone()))
 
+    def spy_calibrate(self, batches):
+        batches = list(batches)
+        real_calibrate(self, iter(batches))
+        silent = torch.cat([(self.run_core(x).pixels.amax(0) == 0).flatten(1) for x in batches])
+        calibrated.append((self.spiking_core.pixel_bias.detach().clone(), silent.float().mean()))
+
     monkeypatch.setattr(LoRSPPrompter, "after_optimizer_step", spy)
+    monkeypatch.setattr(LoRSPPrompter, "calibrate", spy_calibrate)
     run = tmp_path / "run"
     train({**CONTROLLED, "epochs": 2, "out": str(run)})
     assert [(step, total) for step, total, *_ in calls] == [(k, 8) for k in range(1, 9)]
     assert torch.equal(calls[0][2], torch.full((3,), 2.2)), "θ starts at pixel_bias_init"
-    for step, _, before, after in calls:
+    for step, _, before, after in calls[:4]:
         # Few neurons are silent at the start, far below s* = 0.9: θ falls at every step.
         assert (after < before).all(), (step, before, after)
+    assert len(calibrated) == 2, "once per epoch"
+    for _, silent in calibrated:  # exact on its images, up to one neuron in a channel
+        assert silent == pytest.approx(0.9, abs=1.0 / (64 * 16 * 16))
+    assert torch.equal(calls[4][2], calibrated[0][0]), "epoch 2 starts from the calibrated θ"
     saved = load_file(str(run / "checkpoints" / "epoch-0002.safetensors"))
-    assert torch.equal(saved["prompter.spiking_core.pixel_bias"], calls[-1][3])
+    assert torch.equal(saved["prompter.spiking_core.pixel_bias"], calibrated[-1][0])
     model, _ = load_run(run, checkpoint="last")
     buffers = dict(model.prompter.named_buffers())
     assert "spiking_core.pixel_bias" in buffers, "θ is a buffer: no optimizer trains it"
-    assert torch.equal(buffers["spiking_core.pixel_bias"], calls[-1][3]), "reloaded with the run"
+    assert torch.equal(buffers["spiking_core.pixel_bias"], calibrated[-1][0]), "reloaded"
 
 
 def test_summary_fields_are_present_and_sane(tmp_path):

@@ -6,13 +6,14 @@ Prompters are registered by name (:func:`register_prompter`) together with a dat
 whose ``__post_init__`` rejects a bad field, and built with :func:`create_prompter`.
 
 A prompter that changes state outside the optimizer (a sparsity controller, a pruning mask) does
-it in :meth:`Prompter.after_optimizer_step`, which the training loop calls after every step.
+it in :meth:`Prompter.after_optimizer_step`, which the training loop calls after every step, and
+in :meth:`Prompter.calibrate`, called at the end of every epoch on training images.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -155,6 +156,12 @@ class Prompter(nn.Module):
         """Called by the training loop after optimizer step ``step`` (1-based) of ``total_steps``.
 
         The default does nothing; a prompter with state outside the optimizer updates it here.
+        """
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        """Called by the training loop at the end of every epoch, before validation, with batches
+        of a fixed set of training images (``(B, 3, H, W)``). The default does nothing; a prompter
+        with a calibrated setting outside the optimizer (LoRSP's θ for a target sparsity) sets it.
         """
 
     def config_dict(self) -> dict[str, Any]:
