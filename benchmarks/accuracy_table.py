@@ -278,13 +278,35 @@ def ann_twin_energy(prompter: str, prompter_options: dict, image_size: int) -> d
     }
 
 
+def make_job(
+    settings: Settings,
+    budget: DatasetBudget,
+    prompter: str,
+    seed: int,
+    runs_dir: Path,
+    *,
+    options: dict[str, Any] | None = None,
+    energy_images: int = 0,
+    labels: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One job for :func:`run_one`: the run's config, its directory (named by the config), how
+    many test images to cost its energy on (0: none), and labels copied into its entry."""
+    config = run_config(settings, budget, prompter, seed, options)
+    return {
+        "config": config,
+        "out": str(run_directory(runs_dir, config)),
+        "energy_images": energy_images,
+        "labels": labels or {},
+    }
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or reuse) one run and measure it; a failure is reported, not raised."""
     from lorsp_neuro.training import SUMMARY_FILE, train
 
     config, run_dir = job["config"], Path(job["out"])
     entry = {k: config[k] for k in ("dataset", "prompter", "seed", "prompter_options")}
-    entry.update(job.get("labels", {}))  # what a caller tagged the job with (frontier: target)
+    entry.update(job["labels"])  # what a caller tagged the job with (frontier: target)
     entry["run_dir"] = str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
@@ -448,18 +470,12 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Train every (dataset, prompter, seed), write the JSON after each finished run."""
     started, started_at = time.perf_counter(), now_iso()
-    jobs = []
-    for budget in settings.datasets:
-        for seed in settings.seeds:
-            for prompter in settings.prompters:
-                config = run_config(settings, budget, prompter, seed)
-                jobs.append(
-                    {
-                        "config": config,
-                        "out": str(run_directory(runs_dir, config)),
-                        "energy_images": settings.energy_images,
-                    }
-                )
+    jobs = [
+        make_job(settings, budget, prompter, seed, runs_dir, energy_images=settings.energy_images)
+        for budget in settings.datasets
+        for seed in settings.seeds
+        for prompter in settings.prompters
+    ]
     # The slowest prompters first, so that two workers finish at about the same time.
     cost = {"lorsp_v1": 0, "lorsp": 1, "lorsp_ann": 1, "full_dense": 2, "lor_vp": 2, "vp_pad": 2}
     jobs.sort(

@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy_table import SETTINGS as ACCURACY_SETTINGS
-from accuracy_table import DatasetBudget, Settings, run_config, run_directory, run_jobs
+from accuracy_table import DatasetBudget, Settings, make_job, run_jobs
 from bench_common import (
     RESULTS_DIR,
     RUNS_DIR,
@@ -73,19 +73,19 @@ def variant_options(grid: int | None, steps: int) -> dict[str, Any]:
 
 
 def jobs(settings: EnergySettings, runs_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for grid, steps in settings.variants:
-        options = variant_options(grid, steps)
-        config = run_config(settings.training, settings.dataset, "lorsp", settings.seed, options)
-        out.append(
-            {
-                "config": config,
-                "out": str(run_directory(runs_dir, config)),
-                "energy_images": 0,  # measured below, for every profile
-                "labels": {"grid": grid, "steps": steps},
-            }
+    # Energy is measured after training (measure), for every profile: no energy images here.
+    return [
+        make_job(
+            settings.training,
+            settings.dataset,
+            "lorsp",
+            settings.seed,
+            runs_dir,
+            options=variant_options(grid, steps),
+            labels={"grid": grid, "steps": steps},
         )
-    return out
+        for grid, steps in settings.variants
+    ]
 
 
 def measure(entry: dict[str, Any], images: int) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy_table import SETTINGS as ACCURACY_SETTINGS
-from accuracy_table import DatasetBudget, Settings, run_config, run_directory, run_jobs
+from accuracy_table import DatasetBudget, Settings, make_job, run_jobs
 from bench_common import (
     RESULTS_DIR,
     RUNS_DIR,
@@ -105,43 +105,39 @@ def pairs(settings: FrontierSettings) -> list[tuple[float | None, str, str, dict
 
 def jobs(settings: FrontierSettings, runs_dir: Path) -> list[dict[str, Any]]:
     """One training job per (pair, side, seed), tagged with its target and side."""
-    out = []
-    for seed in settings.training.seeds:
-        for target, method, baseline, m_opts, b_opts in pairs(settings):
-            for side, prompter, options in (
-                ("method", method, m_opts),
-                ("baseline", baseline, b_opts),
-            ):
-                config = run_config(settings.training, settings.dataset, prompter, seed, options)
-                out.append(
-                    {
-                        "config": config,
-                        "out": str(run_directory(runs_dir, config)),
-                        "energy_images": 0,
-                        "labels": {"target": target, "side": side},
-                    }
-                )
-    return out
+    return [
+        make_job(
+            settings.training,
+            settings.dataset,
+            prompter,
+            seed,
+            runs_dir,
+            options=options,
+            labels={"target": target, "side": side},
+        )
+        for seed in settings.training.seeds
+        for target, method, baseline, m_opts, b_opts in pairs(settings)
+        for side, prompter, options in (("method", method, m_opts), ("baseline", baseline, b_opts))
+    ]
 
 
 def hold_jobs(settings: FrontierSettings, runs_dir: Path) -> list[dict[str, Any]]:
     """Both methods at :data:`HOLD_TARGET` on each hold-out check, first seed."""
-    out = []
     seed = settings.training.seeds[0]
     options = {"target_sparsity": HOLD_TARGET}
-    for name, budget, size in settings.holds:
-        training = replace(settings.training, image_size=size)
-        for side, prompter in (("method", METHOD), ("baseline", BASELINE)):
-            config = run_config(training, budget, prompter, seed, options)
-            out.append(
-                {
-                    "config": config,
-                    "out": str(run_directory(runs_dir, config)),
-                    "energy_images": 0,
-                    "labels": {"hold": name, "side": side, "target": HOLD_TARGET},
-                }
-            )
-    return out
+    return [
+        make_job(
+            replace(settings.training, image_size=size),
+            budget,
+            prompter,
+            seed,
+            runs_dir,
+            options=options,
+            labels={"hold": name, "side": side, "target": HOLD_TARGET},
+        )
+        for name, budget, size in settings.holds
+        for side, prompter in (("method", METHOD), ("baseline", BASELINE))
+    ]
 
 
 def summarise_holds(runs: list[dict], settings: FrontierSettings) -> list[dict[str, Any]]:
