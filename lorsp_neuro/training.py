@@ -346,6 +346,22 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int, x: torch.Tensor) ->
     )
 
 
+def _check_parameters(model, epoch: int, step: int) -> None:
+    """Stop on a NaN or Inf in a trainable tensor, naming it. A NaN can stay out of the loss (a
+    NaN gate drive never crosses threshold: the gate is silent and the loss finite) while it
+    spreads through the prompter, so the loss check alone does not catch it."""
+    bad = [
+        name
+        for name, param in model.named_parameters()
+        if param.requires_grad and not bool(torch.isfinite(param).all())
+    ]
+    if bad:
+        raise TrainingError(
+            f"epoch {epoch}, optimizer step {step}: NaN or Inf in the trainable tensor(s) "
+            f"{', '.join(bad)}; training stopped (the checkpoints on disk are from before it)"
+        )
+
+
 def _make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer | None:
     groups = model.param_groups(config.effective_prompt_lr, config.effective_head_lr)
     groups = [g for g in groups if g["params"]]
@@ -576,6 +592,7 @@ class _Run:
             _check_finite(loss, self.epoch, self.step, x)
             if self.optimizer is not None:
                 self._optimizer_step(loss)
+                _check_parameters(self.model, self.epoch, self.step + 1)
             self.step += 1
             self.model.prompter.after_optimizer_step(self.step, self.total_steps)
             correct = (logits.argmax(1) == y).sum()
