@@ -344,8 +344,11 @@ class LoRSPSpikingCore(ValueSynapses):
         self.steps = config.steps
         self.dt = config.dt
         self.persistent = config.persistent
-        neuron = {"dt": config.dt, "tau_mem_inv": config.tau_mem_inv}
-        neuron["tau_syn_inv"] = config.tau_syn_inv
+        neuron = {
+            "dt": config.dt,
+            "tau_mem_inv": config.tau_mem_inv,
+            "tau_syn_inv": config.tau_syn_inv,
+        }
         self.gate_neurons = make_cell("LIFCell", v_th=config.gate_threshold, **neuron)
         self.pixel_neurons = make_cell("LIFCell", v_th=config.pixel_threshold, **neuron)
         #: Run the T steps fused (one autograd node per population) rather than cell by cell.
