@@ -351,12 +351,26 @@ def accuracy_rows(report: dict[str, Any], dataset: str) -> list[list[str]]:
     return out
 
 
-def _cost(report: dict[str, Any]) -> str:
+def _cost(report: dict[str, Any], entries: list[dict[str, Any]] | None = None) -> str:
+    """What the report cost: its wall time, and when some runs were trained by an earlier call
+    (and reused here), the training time summed over all of its runs, so the figure means the
+    same whether the call trained them or not."""
+    runs = report.get("runs", []) if entries is None else entries
     wall = f"Measured in {report['wall_seconds'] / 60:.1f} min on {report['machine']['cpu_count']} CPU core(s)"
+    reused = sum(bool(r.get("reused")) for r in runs)
+    if reused:
+        trained = sum(r.get("train_seconds") or 0.0 for r in runs if "error" not in r)
+        return (
+            f"{wall}; {reused} of its {len(runs)} runs {'was' if reused == 1 else 'were'} trained "
+            f"by an earlier call and reused "
+            f"(training time summed over all {len(runs)} runs: {trained / 60:.0f} min, one thread "
+            f"each)"
+        )
     cpu = report.get("cpu_seconds")
     if not cpu:
         return wall
-    return f"{wall}, {cpu / 60:.0f} CPU-min (≥ {cpu / 60 / report['settings']['jobs']:.0f} min on {report['settings']['jobs']} idle cores)"
+    jobs = report["settings"].get("jobs") or report["settings"].get("training", {}).get("jobs", 1)
+    return f"{wall}, {cpu / 60:.0f} CPU-min (≥ {cpu / 60 / jobs:.0f} min on {jobs} idle cores)"
 
 
 def render_accuracy(report: dict[str, Any]) -> str:
@@ -572,9 +586,7 @@ def render_frontier(report: dict[str, Any]) -> str:
         f"mid-training (the same values made sparse by a fixed mask). Sparsity: fraction of "
         f"prompt pixels exactly 0 over the test set. Paired difference: `lorsp` − baseline per "
         f"seed (same split and data order), mean and 95 % t-interval; the verdict reads the "
-        f"interval only. Measured in {report['wall_seconds'] / 60:.1f} min "
-        f"({report.get('cpu_seconds', 0.0) / 60:.0f} CPU-min of training; runs shared with the "
-        f"accuracy table are reused)."
+        f"interval only. {_cost(report)}."
     )
     parts = [intro, table(FRONTIER_HEADER, frontier_rows(report))]
     holds = report.get("holds") or []
@@ -649,7 +661,7 @@ def render_energy(report: dict[str, Any]) -> str:
         f"the accuracy table's budget and {s['training']['image_size']} px); SynOps, neuron "
         f"updates and energy per image from its Norse spikes on {s['energy_images']} test images "
         f"(`hardware_sims` cost model; graded inputs presented once). ANN twin: the same "
-        f"synapses as clipped ReLUs, one pass, every MAC paid.{backbone} Measured in "
-        f"{report['wall_seconds'] / 60:.1f} min."
+        f"synapses as clipped ReLUs, one pass, every MAC paid.{backbone} "
+        f"{_cost(report, report['rows'])}."
     )
     return intro + "\n\n" + table(header, lines)
