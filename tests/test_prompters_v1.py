@@ -9,31 +9,26 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from lorsp_neuro.configs import ConfigError
-from lorsp_neuro.prompters import PromptOutput, create_prompter, polarity_factor_weight
+from lorsp_neuro.prompters import create_prompter, polarity_factor_weight
 from lorsp_neuro.prompters.lorsp_v1 import LoRSPSpikingCore
 
-SIZE = 16
-FOOLBOX_DATA = Path(importlib.util.find_spec("foolbox").submodule_search_locations[0]) / "data"
+
+def _shared_inputs():
+    spec = importlib.util.spec_from_file_location(
+        "prompter_inputs", Path(__file__).with_name("prompter_inputs.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _images(batch: int = 2, size: int = SIZE) -> torch.Tensor:
-    return torch.rand(batch, 3, size, size)
-
-
-def _foolbox_imagenet(name: str, size: int) -> torch.Tensor:
-    image = Image.open(FOOLBOX_DATA / name).convert("RGB").resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-
-def _loss(output: PromptOutput, target: torch.Tensor) -> torch.Tensor:
-    loss = (output.prompted - target).square().mean()
-    return loss + output.stats.get("reg_loss", 0.0)
+_inputs = _shared_inputs()
+SIZE = _inputs.SIZE
+_images, _foolbox_imagenet, _loss = _inputs.images, _inputs.foolbox_imagenet, _inputs.loss
 
 
 @pytest.mark.parametrize(
