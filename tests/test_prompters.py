@@ -617,3 +617,34 @@ def test_silence_margin_predicts_silence_after_a_bias_shift():
             prompter.spiking_core.pixel_bias.sub_(shift)
         decided = (margin - shift).abs() > 1e-5  # away from the float rounding at the boundary
         assert torch.equal(silent[decided], (margin >= shift)[decided])
+
+
+def test_controller_under_ddp_uses_the_global_batch_statistics(tmp_path):
+    """The ranks' sums add up to the global batch's, and the reduced path (a process group of
+    one) moves θ as one process does, up to float rounding."""
+    import torch.distributed as dist
+
+    prompter = _randomise(_lorsp(target_sparsity=0.6, pixel_bias_init=0.5)).train()
+    x = _images(8)
+    prompter(x)
+    whole = prompter._silence
+    halves = []
+    for part in (x[:4], x[4:]):
+        prompter(part)
+        halves.append(prompter._silence[2])
+    assert torch.allclose(halves[0] + halves[1], whole[2])
+    theta = prompter.spiking_core.pixel_bias.clone()
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1
+    )
+    try:
+        prompter._silence = whole
+        prompter.after_optimizer_step(1, 10)
+    finally:
+        dist.destroy_process_group()
+    reduced = prompter.spiking_core.pixel_bias.clone()
+    prompter.spiking_core.pixel_bias.copy_(theta)
+    prompter._silence = whole
+    prompter.after_optimizer_step(1, 10)
+    assert not torch.equal(reduced, theta)
+    assert torch.allclose(reduced, prompter.spiking_core.pixel_bias, rtol=1e-5, atol=1e-6)

@@ -541,15 +541,25 @@ class LoRSPPrompter(_ValuePrompter):
         }
         return PromptOutput(x + prompt, prompt, stats)
 
-    def _silence_statistics(self, record: CoreRecord) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per channel: the fraction of pixel neurons silent over T, and the std of ``m``."""
+    def _silence_statistics(self, record: CoreRecord):
+        """Per channel: the fraction of pixel neurons silent over T, the std of ``m``, and the
+        sums behind both (count, silent, Σm, Σm², float64) for a reduction over DDP ranks."""
         core = self.spiking_core
         with torch.no_grad():
             silent = (record.pixels.detach().amax(0) == 0).float()  # (B, 3, h, w)
             dv = self.config.dt * self.config.tau_mem_inv
             peak = no_reset_peak(record.currents, dv, self.config.pixel_threshold)
             peak = peak.unflatten(1, core.neuron_shape).transpose(0, 1).flatten(1)  # (3, B·h·w)
-            return silent.mean(dim=(0, 2, 3)), peak.std(dim=1)
+            wide = peak.double()
+            sums = torch.stack(
+                [
+                    torch.full_like(wide[:, 0], wide.shape[1]),
+                    silent.double().sum(dim=(0, 2, 3)),
+                    wide.sum(dim=1),
+                    wide.square().sum(dim=1),
+                ]
+            )
+            return silent.mean(dim=(0, 2, 3)), peak.std(dim=1), sums
 
     #: Most neuron margins the calibration keeps (64 MB of float32): 512 images at 32 px, ~100
     #: at 224 px.
@@ -592,16 +602,19 @@ class LoRSPPrompter(_ValuePrompter):
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """The θ controller: ``θ_c ← θ_c − k·σ_c·(s* − s_c)`` from the last training batch.
 
-        Under DDP the batch statistics are averaged over the ranks first, so θ stays identical.
+        Under DDP the statistics are those of the global batch (the ranks' sums reduced), so θ
+        is the same on every rank and as in one process, up to float rounding.
         """
         if self.config.target_sparsity is None or self._silence is None:
             return
-        silent, sigma = self._silence
+        silent, sigma, sums = self._silence
         self._silence = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            both = torch.stack([silent, sigma])
-            torch.distributed.all_reduce(both)
-            silent, sigma = both / torch.distributed.get_world_size()
+            torch.distributed.all_reduce(sums)
+            count, silent_sum, total, squares = sums
+            silent = (silent_sum / count).to(silent)
+            sigma = ((squares - total.square() / count) / (count - 1)).clamp_min(0).sqrt()
+            sigma = sigma.to(silent)
         error = self.config.target_sparsity - silent
         with torch.no_grad():
             self.spiking_core.pixel_bias.sub_(self.config.controller_gain * sigma * error)
