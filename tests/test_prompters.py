@@ -6,10 +6,9 @@ is tested without anyone remembering to (and fails until its parameter formula i
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+import prompter_inputs as _inputs  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 
@@ -25,17 +24,6 @@ from lorsp_neuro.prompters import (
     rank_one_gate_weight,
 )
 
-
-def _shared_inputs():
-    spec = importlib.util.spec_from_file_location(
-        "prompter_inputs", Path(__file__).with_name("prompter_inputs.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_inputs = _shared_inputs()
 SIZE = _inputs.SIZE
 _images, _foolbox_imagenet, _loss = _inputs.images, _inputs.foolbox_imagenet, _inputs.loss
 

@@ -6,9 +6,7 @@ parameter counts and configs; the registry-wide tests in test_prompters.py cover
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+import prompter_inputs as _inputs  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 
@@ -16,17 +14,6 @@ from lorsp_neuro.configs import ConfigError
 from lorsp_neuro.prompters import create_prompter, polarity_factor_weight
 from lorsp_neuro.prompters.lorsp_v1 import LoRSPSpikingCore
 
-
-def _shared_inputs():
-    spec = importlib.util.spec_from_file_location(
-        "prompter_inputs", Path(__file__).with_name("prompter_inputs.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_inputs = _shared_inputs()
 SIZE = _inputs.SIZE
 _images, _foolbox_imagenet, _loss = _inputs.images, _inputs.foolbox_imagenet, _inputs.loss
 
