@@ -19,7 +19,7 @@ demo: setup
 	.venv/bin/lorsp demo --out $(DEMO_OUT)
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 lint: setup
 	.venv/bin/ruff check .

@@ -14,12 +14,17 @@ runs the other setting.
 
 Settings: the default fits 60 minutes on 2 CPU cores (two training processes of one thread);
 ``--full`` is for a GPU host (224 px, more data and seeds); ``--smoke`` is seconds, for tests.
-Finished runs are kept in ``benchmarks/runs/accuracy/`` (a directory per run, named by a hash of
-its config) and reused by a rerun with the same settings; ``--fresh`` retrains everything.
+Flags override single settings of the chosen mode (``--batch-size``, ``--lr``, ``--epochs`` …,
+the split sizes and epochs for every dataset of the table) and prompter options
+(``--prompter-opt rank=8``, for every prompter of the table). Finished runs are kept in
+``benchmarks/runs/accuracy/`` (a directory per run, named by a hash of its config, options
+included) and reused by a rerun with the same settings; ``--fresh`` retrains everything.
 
-    .venv/bin/python benchmarks/accuracy_table.py                 # ~ 15–45 min on 2 cores
-    .venv/bin/python benchmarks/accuracy_table.py --full          # GPU host
-    .venv/bin/python benchmarks/accuracy_table.py --smoke --json /tmp/acc.json
+    .venv/bin/python -m benchmarks.accuracy_table                 # ~ 15–45 min on 2 cores
+    .venv/bin/python -m benchmarks.accuracy_table --full          # GPU host
+    .venv/bin/python -m benchmarks.accuracy_table --smoke --json /tmp/acc.json
+    # The budget of docs/training.md's v1 comparison (seed 0, 1,000 steps of 16), one JSON per head:
+    .venv/bin/python -m benchmarks.accuracy_table --datasets fashion_mnist --seeds 0 --batch-size 16 --head lp --json /tmp/acc_lp.json
 """
 
 from __future__ import annotations
@@ -38,9 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_common import (
+from benchmarks.bench_common import (
     PROMPTERS,
     REPO,
     RESULTS_DIR,
@@ -54,8 +57,9 @@ from bench_common import (
     render_accuracy,
     write_report,
 )
-
+from lorsp_app.train_commands import parse_option
 from lorsp_neuro.errors import LorspError
+from lorsp_neuro.io import json_ready
 from lorsp_neuro.run_config import HEADLINE_FIELDS
 
 ENERGY_PROFILE = "loihi"
@@ -102,6 +106,8 @@ class Settings:
     device: str = "cpu"
     num_threads: int | None = 1
     jobs: int = 2
+    #: Prompter options changed from the registry defaults, for every run of the table.
+    prompter_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.seeds:
@@ -166,23 +172,36 @@ SETTINGS: dict[str, Settings] = {
 SUMMARY_FIELDS = HEADLINE_FIELDS
 #: Config fields that do not change a run's result (not part of its identity).
 INCIDENTAL = ("out", "num_threads", "progress", "device")
+#: :class:`Settings` fields a flag of the same name overrides (``--batch-size 16``).
+SETTING_FLAGS = (
+    "backbone",
+    "image_size",
+    "batch_size",
+    "lr",
+    "prompt_lr",
+    "head_lr",
+    "num_threads",
+)
+#: :class:`DatasetBudget` fields a flag overrides for every dataset of the table.
+BUDGET_FLAGS = ("train_size", "val_size", "test_size", "epochs")
 
 
 # --------------------------------------------------------------------------------------------
 # Runs
 
 
-def resolved_prompter_options(name: str) -> dict[str, Any]:
-    """Every option of prompter ``name`` at its registry default, as ``config.json`` stores it.
+def resolved_prompter_options(name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every option of prompter ``name``, ``options`` over its registry defaults, as
+    ``config.json`` stores it; an unknown option or a bad value is a ``ConfigError`` naming it.
 
     Part of a run's identity: when a default changes (say LoRSP's ``alpha_lr_scale``), older run
     directories no longer match and are not reused.
     """
-    from lorsp_neuro.configs import build_config
+    from lorsp_neuro.config_checks import build_config
     from lorsp_neuro.prompters import prompter_class
 
-    config = build_config(prompter_class(name).Config, f"prompter {name!r}", {})
-    return json.loads(json.dumps(asdict(config)))  # tuples as lists, as in config.json
+    config = build_config(prompter_class(name).Config, f"prompter {name!r}", dict(options or {}))
+    return json_ready(asdict(config))  # tuples as lists, as in config.json
 
 
 def run_config(
@@ -192,10 +211,13 @@ def run_config(
     seed: int,
     options: dict[str, Any] | None = None,
 ) -> dict:
-    """The ``TrainConfig`` fields of one run (without ``out``); ``options`` override defaults."""
+    """The ``TrainConfig`` fields of one run (without ``out``); ``options`` override the
+    settings' prompter options, which override the registry defaults."""
     return {
         "prompter": prompter,
-        "prompter_options": {**resolved_prompter_options(prompter), **(options or {})},
+        "prompter_options": resolved_prompter_options(
+            prompter, {**settings.prompter_options, **(options or {})}
+        ),
         "backbone": settings.backbone,
         "pretrained": settings.pretrained,
         "head": settings.head,
@@ -235,15 +257,13 @@ def run_directory(runs_dir: Path, config: dict) -> Path:
 def lorsp_energy(run_dir: Path, images: int) -> dict[str, Any]:
     """SynOps and energy per image of a trained ``lorsp`` run, from Norse spikes on ``images``
     test images (the hardware_sims cost model; SNN and ANN twin under the Loihi profile)."""
-    from hardware_sims.cosim import activity
-    from hardware_sims.energy import energy_report, get_profile
-    from hardware_sims.synops import count_synops
+    from hardware_sims.estimate import estimate_energy
 
-    act = activity(run_dir, images=images, simulator="torch")
-    counts = count_synops(act.model, act.spikes, act.inputs)
-    report = energy_report(act.graph, counts, get_profile(ENERGY_PROFILE))
+    # The table compares prompters on one backbone: its MACs are the same in every row.
+    estimate = estimate_energy(run_dir, images, (ENERGY_PROFILE,), backbone=False)
+    report = estimate.reports[ENERGY_PROFILE]
     return {
-        "energy_images": counts.images,
+        "energy_images": estimate.images,
         "synops_per_image": report.synops_per_image,
         "binary_synops_per_image": report.binary_synops_per_image,
         "graded_synops_per_image": report.graded_synops_per_image,
@@ -302,7 +322,8 @@ def make_job(
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or reuse) one run and measure it; a failure is reported, not raised."""
-    from lorsp_neuro.training import SUMMARY_FILE, train
+    from lorsp_neuro.runs import SUMMARY_FILE, read_summary
+    from lorsp_neuro.training import train
 
     config, run_dir = job["config"], Path(job["out"])
     entry = {k: config[k] for k in ("dataset", "prompter", "seed", "prompter_options")}
@@ -310,10 +331,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     entry["run_dir"] = str(run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        summary_file = run_dir / SUMMARY_FILE
-        entry["reused"] = summary_file.is_file()
+        entry["reused"] = (run_dir / SUMMARY_FILE).is_file()
         if entry["reused"]:
-            summary = json.loads(summary_file.read_text())
+            summary = read_summary(run_dir)
         else:
             summary = train({**config, "out": str(run_dir)}, resume=True)
         entry.update({k: summary.get(k) for k in SUMMARY_FIELDS})
@@ -524,6 +544,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "accuracy.json")
     p.add_argument("--fresh", action="store_true", help="delete --runs-dir first (retrain all)")
+    defaults = SETTINGS["default"]
+    for name in SETTING_FLAGS:
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(getattr(defaults, name)),
+            help=f"override the mode's {name} (default settings: {getattr(defaults, name)})",
+        )
+    for name in BUDGET_FLAGS:
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=int, help=f"override {name} of every dataset"
+        )
+    p.add_argument(
+        "--prompter-opt",
+        action="append",
+        default=[],
+        type=parse_option,
+        metavar="KEY=VALUE",
+        help="a prompter option for every prompter of the table (repeatable; select them with "
+        "--prompters)",
+    )
     return p.parse_args(argv)
 
 
@@ -538,12 +578,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         changes["prompters"] = tuple(p for p in PROMPTERS if p in args.prompters)
     if args.jobs:
         changes["jobs"] = args.jobs
+    if args.prompter_opt:
+        changes["prompter_options"] = dict(args.prompter_opt)
+    changes.update(
+        {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
+    )
+    datasets = settings.datasets
     if args.datasets:
-        known = {b.name: b for b in settings.datasets}
+        known = {b.name: b for b in datasets}
         unknown = sorted(set(args.datasets) - set(known))
         if unknown:
             raise BenchmarkError(f"--datasets: unknown {unknown}; this table has {sorted(known)}")
-        changes["datasets"] = tuple(b for name, b in known.items() if name in args.datasets)
+        datasets = tuple(b for name, b in known.items() if name in args.datasets)
+    budget = {name: getattr(args, name) for name in BUDGET_FLAGS if getattr(args, name) is not None}
+    changes["datasets"] = tuple(replace(b, **budget) for b in datasets)
     return replace(settings, **changes)
 
 
@@ -562,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{settings.head}",
                 flush=True,
             )
+        if settings.prompter_options:
+            print(f"prompter options: {settings.prompter_options}", flush=True)
         report = run_benchmark(
             settings, args.runs_dir, args.json, log=lambda line: print(line, flush=True)
         )

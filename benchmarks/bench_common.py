@@ -19,12 +19,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lorsp_neuro.errors import LorspError
+from lorsp_neuro.io import write_json
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from lorsp_neuro.errors import LorspError  # noqa: E402  (torch-free, as this module)
-
 RESULTS_DIR = REPO / "benchmarks" / "results"
 RUNS_DIR = REPO / "benchmarks" / "runs"
 SCHEMA_VERSION = 1
@@ -71,13 +69,21 @@ def now_iso() -> str:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> Path:
-    """Write ``report`` atomically (temp file + rename): a stopped run never leaves half a file."""
-    from lorsp_neuro.checkpoint import atomic_write_json
+    """Write ``report`` atomically (temp file + rename): a stopped run never leaves half a file.
 
+    Non-finite numbers are written as ``null`` (standard JSON), so the renderers take ``None``
+    wherever a value can be undefined (say the interval of a single seed).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, report)
+    write_json(path, report)
     return path
+
+
+def benchmark_command(module: str, *arguments: str) -> list[str]:
+    """The command line running ``benchmarks.<module>`` in a fresh interpreter; run it with the
+    repository root as working directory, where ``python -m`` finds the package."""
+    return [sys.executable, "-m", f"benchmarks.{module}", *arguments]
 
 
 #: Fields every report of a kind must have, checked before a table is rendered from it.
@@ -386,6 +392,10 @@ def render_accuracy(report: dict[str, Any]) -> str:
         f"`lorsp_ann` row is the ANN twin's MACs at {report.get('ann_twin_mac_pj', 4.6):g} pJ. "
         f"{_cost(report)} ({s['mode']} settings).",
     ]
+    changed = s.get("prompter_options")
+    if changed:
+        options = ", ".join(f"`{name}={value}`" for name, value in changed.items())
+        parts[0] += f" Prompter options changed from the registry defaults: {options}."
     for dataset, info in report["datasets"].items():
         parts.append(budget_line(dataset, info["budget"]))
         parts.append(table(ACCURACY_HEADER, accuracy_rows(report, dataset)))
@@ -551,7 +561,7 @@ def frontier_rows(report: dict[str, Any]) -> list[list[str]]:
         if paired:
             low, high = paired["ci95"]
             difference = (
-                f"{100 * paired['mean']:+.1f} ({_num(100 * low, 1)} … {_num(100 * high, 1)})"
+                f"{100 * paired['mean']:+.1f} ({_num(low, 1, 100.0)} … {_num(high, 1, 100.0)})"
             )
             won = f"{paired['wins']}/{len(paired['differences'])}"
         else:

@@ -8,8 +8,8 @@ SynOps, neuron updates and energy per image under every hardware profile, the AN
 energy on the same profile, and the frozen backbone's own MACs and energy per image, so the
 prompt's cost is seen next to the network it prompts.
 
-    .venv/bin/python benchmarks/energy_table.py                 # ~ 10–20 min on 2 cores
-    .venv/bin/python benchmarks/energy_table.py --smoke --json /tmp/energy.json
+    .venv/bin/python -m benchmarks.energy_table                 # ~ 10–20 min on 2 cores
+    .venv/bin/python -m benchmarks.energy_table --smoke --json /tmp/energy.json
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from accuracy_table import SETTINGS as ACCURACY_SETTINGS
-from accuracy_table import DatasetBudget, Settings, make_job, run_jobs
-from bench_common import (
+from benchmarks.accuracy_table import SETTINGS as ACCURACY_SETTINGS
+from benchmarks.accuracy_table import DatasetBudget, Settings, make_job, run_jobs
+from benchmarks.bench_common import (
+    REPO,
     RESULTS_DIR,
     RUNS_DIR,
     SCHEMA_VERSION,
@@ -35,7 +34,6 @@ from bench_common import (
     render_energy,
     write_report,
 )
-
 from lorsp_neuro.errors import LorspError
 
 #: ``(grid, T)`` of every trained variant; ``(None, 4)`` is the default ``lorsp``.
@@ -92,7 +90,8 @@ def measure(entry: dict[str, Any], images: int) -> dict[str, Any]:
     """The trained run's energy study (as trained: its own T and grid), JSON-ready."""
     from hardware_sims.energy_study import energy_study
 
-    study = energy_study(Path(entry["run_dir"]), images)
+    # The entry's run_dir is relative to the repository when inside it (portable JSON).
+    study = energy_study(REPO / entry["run_dir"], images)
     (variant,) = study.variants
     return {
         "energy_images": study.images,

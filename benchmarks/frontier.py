@@ -18,8 +18,8 @@ Does the controller hold its target beyond Fashion-MNIST, whose black background
 for free? ``holds``: the same pair at s* = 0.9 on textures, mnist5k and Fashion-MNIST at 64 px
 (first seed only), reporting the sparsity reached on the test set.
 
-    .venv/bin/python benchmarks/frontier.py                  # ~ 30–60 min on 2 cores
-    .venv/bin/python benchmarks/frontier.py --smoke --json /tmp/frontier.json
+    .venv/bin/python -m benchmarks.frontier                  # ~ 30–60 min on 2 cores
+    .venv/bin/python -m benchmarks.frontier --smoke --json /tmp/frontier.json
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from accuracy_table import SETTINGS as ACCURACY_SETTINGS
-from accuracy_table import DatasetBudget, Settings, make_job, run_jobs
-from bench_common import (
+from benchmarks.accuracy_table import SETTINGS as ACCURACY_SETTINGS
+from benchmarks.accuracy_table import DatasetBudget, Settings, make_job, run_jobs
+from benchmarks.bench_common import (
     RESULTS_DIR,
     RUNS_DIR,
     SCHEMA_VERSION,

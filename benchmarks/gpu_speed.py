@@ -11,8 +11,8 @@ timm model (``test_vit``) in seconds, to check the script, and writes ``gpu_dry_
 (never ``gpu.json``, so a dry run is never mistaken for GPU figures).
 
     bash benchmarks/gpu.sh                                # GPU host, < 6 minutes
-    .venv/bin/python benchmarks/gpu_speed.py --backbone resnet50 --batch 128
-    .venv/bin/python benchmarks/gpu_speed.py --cpu-dry-run
+    .venv/bin/python -m benchmarks.gpu_speed --backbone resnet50 --batch 128
+    .venv/bin/python -m benchmarks.gpu_speed --cpu-dry-run
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_common import (
+from benchmarks.bench_common import (
     RESULTS_DIR,
     SCHEMA_VERSION,
     BenchmarkError,
@@ -35,8 +33,13 @@ from bench_common import (
     render_gpu,
     write_report,
 )
-from speed import build_step_models, make_step, random_batch, step_ratios, time_interleaved
-
+from benchmarks.speed import (
+    build_step_models,
+    make_step,
+    random_batch,
+    step_ratios,
+    time_interleaved,
+)
 from lorsp_neuro.errors import LorspError
 
 MIB = 1024.0 * 1024.0

@@ -1,13 +1,13 @@
 """``make bench``: accuracy table, sparsity frontier, energy of the variants, speed, then README.
 
-Each stage is its own process (``accuracy_table.py``, ``speed.py``, ``update_readme.py``), so
-every measurement starts from a clean interpreter; the stages run one after the other, never
+Each stage is its own process (``python -m benchmarks.accuracy_table``, ``benchmarks.speed``,
+``benchmarks.update_readme`` …), so every measurement starts from a clean interpreter; the stages run one after the other, never
 side by side, because the speed ratios need the machine to themselves. The wall time of each
 stage and of the whole goes to ``benchmarks/results/run_all.json``.
 
-    make bench                                          # = .venv/bin/python benchmarks/run_all.py
-    .venv/bin/python benchmarks/run_all.py --fresh      # retrain every accuracy run
-    .venv/bin/python benchmarks/run_all.py --full       # GPU host: larger accuracy settings
+    make bench                                          # = .venv/bin/python -m benchmarks.run_all
+    .venv/bin/python -m benchmarks.run_all --fresh      # retrain every accuracy run
+    .venv/bin/python -m benchmarks.run_all --full       # GPU host: larger accuracy settings
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_common import REPO, RESULTS_DIR, RUNS_DIR, machine_info, now_iso, write_report
-
-HERE = Path(__file__).resolve().parent
+from benchmarks.bench_common import (
+    REPO,
+    RESULTS_DIR,
+    RUNS_DIR,
+    benchmark_command,
+    machine_info,
+    now_iso,
+    write_report,
+)
 
 
 def children_cpu_seconds() -> float:
@@ -38,51 +42,43 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """``(name, command)`` of every stage, in order."""
     results = args.results_dir
     mode = ["--full"] if args.full else ["--smoke"] if args.smoke else []
-    accuracy = [
-        str(HERE / "accuracy_table.py"),
-        *mode,
-        "--json",
-        str(results / "accuracy.json"),
-        "--runs-dir",
-        str(args.runs_dir),
-        *(["--fresh"] if args.fresh else []),
-    ]
-    frontier = [
-        str(HERE / "frontier.py"),
-        *(["--smoke"] if args.smoke else []),
-        "--json",
-        str(results / "frontier.json"),
-        "--runs-dir",
-        str(args.runs_dir),
-    ]
-    energy = [
-        str(HERE / "energy_table.py"),
-        *(["--smoke"] if args.smoke else []),
-        "--json",
-        str(results / "energy.json"),
-        "--runs-dir",
-        str(args.runs_dir),
-    ]
-    speed = [
-        str(HERE / "speed.py"),
-        *(["--smoke"] if args.smoke else []),
-        "--json",
-        str(results / "speed.json"),
-    ]
-    readme = [
-        str(HERE / "update_readme.py"),
-        "--results-dir",
-        str(results),
-        *(part for readme in args.readme for part in ("--readme", str(readme))),
-        "--plot",
-        str(results / "accuracy_vs_params.png"),
-    ]
+    smoke = ["--smoke"] if args.smoke else []
+    runs = ["--runs-dir", str(args.runs_dir)]
+    readmes = [part for readme in args.readme for part in ("--readme", str(readme))]
     return [
-        ("accuracy", accuracy),
-        ("frontier", frontier),
-        ("energy", energy),
-        ("speed", speed),
-        ("update_readme", readme),
+        (
+            "accuracy",
+            benchmark_command(
+                "accuracy_table",
+                *mode,
+                "--json",
+                str(results / "accuracy.json"),
+                *runs,
+                *(["--fresh"] if args.fresh else []),
+            ),
+        ),
+        (
+            "frontier",
+            benchmark_command("frontier", *smoke, "--json", str(results / "frontier.json"), *runs),
+        ),
+        (
+            "energy",
+            benchmark_command(
+                "energy_table", *smoke, "--json", str(results / "energy.json"), *runs
+            ),
+        ),
+        ("speed", benchmark_command("speed", *smoke, "--json", str(results / "speed.json"))),
+        (
+            "update_readme",
+            benchmark_command(
+                "update_readme",
+                "--results-dir",
+                str(results),
+                *readmes,
+                "--plot",
+                str(results / "accuracy_vs_params.png"),
+            ),
+        ),
     ]
 
 
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, command in stages(args):
         print(f"== {name}: {' '.join(command)}", flush=True)
         stage_started, cpu_before = time.perf_counter(), children_cpu_seconds()
-        code = subprocess.call([sys.executable, *command], cwd=REPO)
+        code = subprocess.call(command, cwd=REPO)
         seconds = time.perf_counter() - stage_started
         cpu = children_cpu_seconds() - cpu_before
         record["stages"][name] = {"seconds": seconds, "cpu_seconds": cpu, "exit_code": code}

@@ -16,8 +16,8 @@
    it began; for Lava the peak RSS of the largest process of the run (``getrusage`` of the
    children of a small torch-free process that makes the worker call).
 
-    .venv/bin/python benchmarks/speed.py                # about 5 minutes on 2 quiet cores
-    .venv/bin/python benchmarks/speed.py --smoke --json /tmp/speed.json
+    .venv/bin/python -m benchmarks.speed                # about 5 minutes on 2 quiet cores
+    .venv/bin/python -m benchmarks.speed --smoke --json /tmp/speed.json
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_common import (
+from benchmarks.bench_common import (
+    REPO,
     RESULTS_DIR,
     SCHEMA_VERSION,
     BenchmarkError,
     RssPeakProbe,
+    benchmark_command,
     loglog_slope,
     machine_info,
     median,
@@ -49,7 +49,6 @@ from bench_common import (
     render_speed,
     write_report,
 )
-
 from lorsp_neuro.errors import LorspError
 
 #: Method name → prompter; ``backbone`` is the bare backbone (a gradient still flows to the input).
@@ -126,8 +125,8 @@ def build_step_models(
     """``{method: (PromptedModel, AdamW)}`` sharing one frozen backbone, on ``device``."""
     import torch
 
+    from lorsp_neuro.model import build_backbone, build_model
     from lorsp_neuro.run_config import TrainConfig
-    from lorsp_neuro.training import build_backbone, build_model
 
     base = TrainConfig(
         backbone=backbone_name,
@@ -303,16 +302,21 @@ def measure_steps(settings: SpeedSettings, point: StepPoint, log=print) -> dict[
 
 
 def _child(argv: list[str], timeout: float) -> dict[str, Any]:
-    """Run ``speed.py <argv>`` in a fresh interpreter; its last stdout line is a JSON object."""
-    command = [sys.executable, str(Path(__file__).resolve()), *argv]
+    """Run ``benchmarks.speed <argv>`` in a fresh interpreter; its last stdout line is a JSON
+    object."""
+    command = benchmark_command("speed", *argv)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"speed.py {' '.join(argv)}: timed out after {timeout:g} s") from None
+        raise BenchmarkError(
+            f"benchmarks.speed {' '.join(argv)}: timed out after {timeout:g} s"
+        ) from None
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise BenchmarkError(f"speed.py {' '.join(argv)} failed ({done.returncode}): {tail}")
+        raise BenchmarkError(
+            f"benchmarks.speed {' '.join(argv)} failed ({done.returncode}): {tail}"
+        )
     return json.loads(lines[-1])
 
 

@@ -9,23 +9,22 @@ against tunable parameters with the point size set by prompt sparsity
 (``benchmarks/results/accuracy_vs_params.png``) and accuracy against prompt sparsity
 (``frontier.png`` beside it), are linked from the README block.
 
-    .venv/bin/python benchmarks/update_readme.py                  # rewrite README.md
-    .venv/bin/python benchmarks/update_readme.py --check          # exit 1 if README is stale
-    .venv/bin/python benchmarks/update_readme.py --readme README.md --readme docs/benchmarks.md
+    .venv/bin/python -m benchmarks.update_readme                  # rewrite README.md
+    .venv/bin/python -m benchmarks.update_readme --check          # exit 1 if README is stale
+    .venv/bin/python -m benchmarks.update_readme --readme README.md --readme docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_common import (
+from benchmarks.bench_common import (
     PROMPTERS,
     REPO,
     RESULTS_DIR,
@@ -37,8 +36,8 @@ from bench_common import (
     render_gpu,
     render_speed,
 )
-
 from lorsp_neuro.errors import LorspError
+from lorsp_neuro.io import atomic_write_bytes, atomic_write_text
 
 START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
@@ -49,7 +48,9 @@ FRONTIER_PLOT_NAME = "frontier.png"
 def read_report(path: Path, kind: str, required: bool) -> dict[str, Any] | None:
     if not path.is_file():
         if required:
-            raise BenchmarkError(f"{path}: missing; run `make bench` (or benchmarks/run_all.py)")
+            raise BenchmarkError(
+                f"{path}: missing; run `make bench` (or python -m benchmarks.run_all)"
+            )
         return None
     try:
         report = json.loads(path.read_text())
@@ -111,6 +112,19 @@ def replace_block(text: str, block: str, source: str) -> str:
     if end < start or text.count(START_MARKER) != 1 or text.count(END_MARKER) != 1:
         raise BenchmarkError(f"{source}: expected one {START_MARKER} before one {END_MARKER}")
     return text[: start + len(START_MARKER)] + "\n" + block + "\n" + text[end:]
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (a stopped run never leaves half an image)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def plot_accuracy_vs_params(report: dict[str, Any], path: Path) -> Path:
@@ -194,13 +208,7 @@ def plot_accuracy_vs_params(report: dict[str, Any], path: Path) -> Path:
     )
     fig.suptitle(f"Frozen {report['settings']['backbone']}: accuracy vs tunable parameters")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_frontier(report: dict[str, Any], path: Path) -> Path:
@@ -240,13 +248,7 @@ def plot_frontier(report: dict[str, Any], path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def update(
@@ -280,9 +282,7 @@ def update(
                 plot_frontier(frontier, plot.with_name(FRONTIER_PLOT_NAME))
         for readme, text in new.items():
             if text != texts[readme][0]:
-                tmp = readme.with_name(f".{readme.name}.tmp")
-                tmp.write_text(text)
-                os.replace(tmp, readme)
+                atomic_write_text(readme, text)
     return {readme: new[readme] != texts[readme][0] for readme in readmes}
 
 

@@ -37,9 +37,10 @@ from norse.torch.module import iaf, leaky_integrator, leaky_integrator_box, lif,
 from norse.torch.module.snn import SNN, SNNCell
 from torch import nn
 
+from exporters.graph_rules import SHAPE_RULES, NIRGraphError, Shape
 from exporters.layers import Scale, SumPool2d, Threshold
 from exporters.semantics import DT_KEY, PERSISTENT_SYN_STEPS, RESET_KEY
-from exporters.validate import SHAPE_RULES, NIRGraphError, Shape, validate_graph
+from exporters.validate import validate_graph
 from lorsp_neuro import __version__
 from lorsp_neuro.errors import LorspError
 

@@ -25,19 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporters.layers import Scale, SumPool2d, Threshold
-from exporters.semantics import NEURON_TYPES, DiscreteNeuron, SemanticsError, discretize
-from exporters.validate import (
-    DEFAULT_LIMITS,
+from exporters.graph_rules import (
     GraphShapes,
     NIRGraphError,
-    NIRLimits,
     conv_padding,
-    graph_dt,
     is_stateful,
-    load_nir,
-    validate_graph,
+    recorded_dt,
 )
+from exporters.layers import Scale, SumPool2d, Threshold
+from exporters.semantics import NEURON_TYPES, DiscreteNeuron, SemanticsError, discretize
+from exporters.validate import DEFAULT_LIMITS, NIRLimits, load_nir, validate_graph
 
 #: What :meth:`ImportedGraph.forward` can record per node.
 RECORD_KINDS = ("spikes", "v", "u", "output")
@@ -381,13 +378,13 @@ def import_nir(
         else:
             graph = source
             shapes = validate_graph(graph, limits)
-        recorded_dt = graph_dt(graph)
+        dt_in_metadata = recorded_dt(graph)
     except NIRImportError:
         raise
     except NIRGraphError as exc:
         raise NIRImportError(str(exc)) from exc
     if dt is None:
-        dt = recorded_dt
+        dt = dt_in_metadata
     elif not np.isfinite(dt) or dt <= 0:
         raise NIRImportError(f"dt must be finite and > 0, got {dt}")
     if dt is None and any(is_stateful(node) for node in graph.nodes.values()):

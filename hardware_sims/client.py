@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hardware_sims.worker_protocol import RECORDABLE, SHARED_MEMORY_LIST
 from lorsp_neuro.errors import LorspError
 
 #: Environment variable that overrides the Lava interpreter.
 LAVA_PYTHON_ENV = "LORSP_LAVA_PYTHON"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RECORDABLE = ("spikes", "v", "u")
 
 
 class LavaWorkerError(LorspError, RuntimeError):
@@ -62,37 +62,23 @@ def lava_python() -> Path:
     return path
 
 
-def _group_shared_memory(pgid: int) -> set[Path]:
-    """The ``/dev/shm`` segments mapped by the processes of group ``pgid`` (Linux ``/proc``)."""
-    segments: set[Path] = set()
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            for line in (proc_dir / "maps").read_text().splitlines():
-                path = line.split(maxsplit=5)[-1] if len(line.split()) >= 6 else ""
-                if path.startswith("/dev/shm/"):
-                    segments.add(Path(path.removesuffix(" (deleted)")))
-        except (OSError, IndexError, ValueError):
-            continue
-    return segments
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the worker's whole session and unlink the shared memory its processes mapped.
+def _kill_group(proc: subprocess.Popen, workdir: Path) -> None:
+    """Kill the worker's whole session and unlink the shared memory its processes created.
 
     Lava starts its own runtime processes and talks to them through ``/dev/shm`` segments; a
-    killed or timed-out worker cannot release them, so the client does.
+    killed or timed-out worker cannot release them, so the client unlinks them by the names the
+    worker listed as it created them (:data:`~hardware_sims.worker_protocol.SHARED_MEMORY_LIST`):
+    the segments of other Lava runs are never touched.
     """
-    segments = _group_shared_memory(proc.pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
-    for segment in segments:
+    listing = workdir / SHARED_MEMORY_LIST
+    names = listing.read_text().split() if listing.exists() else []  # none: no segment made yet
+    for name in names:  # "/psm_…": POSIX shared memory lives in /dev/shm on Linux
         with contextlib.suppress(OSError):
-            segment.unlink()
+            (Path("/dev/shm") / Path(name).name).unlink()
 
 
 def run_lava(
@@ -196,15 +182,15 @@ def _call_worker(graph_path, inputs, request: dict, timeout: float, python) -> L
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            _kill_group(proc, workdir)
             raise LavaWorkerError(
                 f"Lava worker timed out after {timeout:g} s ({steps} steps of {graph_path.name})"
             ) from None
         except BaseException:
-            _kill_group(proc)
+            _kill_group(proc, workdir)
             raise
         # Lava may leave runtime helpers behind after the parent exits (always, if it was killed).
-        _kill_group(proc)
+        _kill_group(proc, workdir)
         output = log_path.read_bytes()
         text = output.decode(errors="replace").strip()
         status_file = workdir / "status.json"

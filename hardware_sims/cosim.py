@@ -41,6 +41,7 @@ from hardware_sims.client import run_lava_images
 from hardware_sims.graph import GraphError, analyse
 from hardware_sims.synops import count_synops
 from lorsp_neuro.errors import LorspError
+from lorsp_neuro.runs import is_run_dir
 
 PRECISIONS = ("floating_pt", "fixed_pt")
 #: Node names :func:`exporters.lorsp_export.export_lorsp` gives the prompter's populations:
@@ -152,31 +153,6 @@ class Workload:
     host: object = None  # exporters.lorsp_export.LoRSPHost of a LoRSP graph
 
 
-def is_run_dir(path: Path) -> bool:
-    from lorsp_neuro.training import CONFIG_FILE
-
-    return path.is_dir() and (path / CONFIG_FILE).is_file()
-
-
-def run_test_images(config, model, count: int):
-    from lorsp_neuro.data import load_dataset
-    from lorsp_neuro.training import model_image_size
-
-    splits = load_dataset(
-        config.dataset,
-        train_size=config.train_size,
-        val_size=config.val_size,
-        test_size=config.test_size,
-        image_size=model_image_size(model),
-        seed=config.seed,
-        path=config.dataset_path,
-        **config.dataset_options,
-    )
-    if len(splits.test) < count:
-        raise CosimError(f"the run's test split has {len(splits.test)} images, {count} requested")
-    return splits.test.batch(slice(0, count))
-
-
 def presented_inputs(host, images, steps: int | None = None) -> dict[str, np.ndarray]:
     """What a LoRSP graph's inputs receive for ``images`` ``(B, 3, H, W)``, as the host presents it.
 
@@ -233,7 +209,7 @@ def prepare_workload(
         raise CosimError(f"images must be >= 1, got {images}")
     path = Path(source)
     if is_run_dir(path):
-        from lorsp_neuro.training import load_run
+        from lorsp_neuro.runs import load_run, load_test_images
 
         model, config = load_run(path, device="cpu")
         prompter = model.prompter
@@ -242,7 +218,7 @@ def prepare_workload(
         graph_path = write_nir(export_lorsp(prompter), workdir / "prompter.nir")
         graph = load_nir(graph_path)
         host = lorsp_host(graph)
-        x, labels = run_test_images(config, model, images)
+        x, labels = load_test_images(config, model, images)
         x = x.to(torch.float64)
         steps = steps or host.steps
         return Workload(
@@ -397,13 +373,6 @@ def lorsp_prompt(graph, host, records: Mapping[str, Mapping[str, np.ndarray]]) -
     return host.prompt(spikes).detach().cpu().to(torch.float64).numpy()
 
 
-def _logits(model, prompted):
-    """``PromptedModel.forward``'s logits for an already prompted image."""
-    if model.head.input_kind == "features":
-        return model.head(model.backbone.forward_features(prompted))
-    return model.head(model.backbone(prompted))
-
-
 def _prompt_and_accuracy(
     work: Workload, torch_rec: dict, lava_rec: dict
 ) -> tuple[dict, dict | None]:
@@ -425,7 +394,7 @@ def _prompt_and_accuracy(
     with torch.no_grad():
         correct = {}
         for name, p in (("torch", p_torch), ("lava", p_lava)):
-            logits = _logits(model, x + torch.as_tensor(p, dtype=torch.float32))
+            logits = model.classify(x + torch.as_tensor(p, dtype=torch.float32))
             correct[name] = int((logits.argmax(dim=1) == labels).sum())
     n = len(labels)
     accuracy = {
@@ -527,6 +496,7 @@ class Activity:
     inputs: dict[str, np.ndarray]
     simulator: str
     wall_s: float
+    run_model: object = None  # the PromptedModel of a run directory source
 
 
 SIMULATORS = ("torch", "lava", "reference")
@@ -562,7 +532,9 @@ def activity(
             spikes = {n: r["spikes"] for n, r in records.items()}
             simulator = "numpy reference (float64)"
         wall = time.perf_counter() - started
-    return Activity(work.graph, analyse(work.graph), spikes, work.inputs, simulator, wall)
+    return Activity(
+        work.graph, analyse(work.graph), spikes, work.inputs, simulator, wall, work.model
+    )
 
 
 def _fixed_reference_check(work: Workload, lava_rec: dict, status: dict) -> dict:

@@ -43,7 +43,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from exporters.validate import infer_shapes
+from exporters.graph_rules import infer_shapes
 from hardware_sims.synops import SynOpsReport
 from lorsp_neuro.errors import LorspError
 

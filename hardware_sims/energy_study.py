@@ -38,11 +38,9 @@ import numpy as np
 from hardware_sims.cosim import (
     LORSP_GATE,
     CosimError,
-    is_run_dir,
     lorsp_prompt,
     norse_records,
     presented_inputs,
-    run_test_images,
 )
 from hardware_sims.energy import (
     HardwareProfile,
@@ -54,6 +52,7 @@ from hardware_sims.energy import (
 )
 from hardware_sims.graph import analyse
 from hardware_sims.synops import count_synops
+from lorsp_neuro.runs import is_run_dir
 
 #: Images run through the Norse model at a time (bounds memory at 224 px).
 CHUNK = 8
@@ -118,13 +117,13 @@ class EnergyStudy:
 def variant_prompter(prompter, **overrides):
     """``prompter`` rebuilt with config fields ``overrides`` and its state dict loaded strictly.
 
-    Raises :class:`~lorsp_neuro.configs.ConfigError` for a field the config does not have or a
+    Raises :class:`~lorsp_neuro.config_checks.ConfigError` for a field the config does not have or a
     value it rejects (a grid that does not divide the image), and ``RuntimeError`` if a
     parameter's shape depended on an overridden field.
     """
     import torch
 
-    from lorsp_neuro.configs import ConfigError
+    from lorsp_neuro.config_checks import ConfigError
     from lorsp_neuro.prompters import create_prompter
 
     fields = prompter.config_dict()
@@ -182,11 +181,11 @@ def _resolve(source, images, backbone):
         path = Path(source)
         if not is_run_dir(path):
             raise CosimError(f"{path}: not a run directory (with config.json)")
-        from lorsp_neuro.training import load_run
+        from lorsp_neuro.runs import load_run, load_test_images
 
         model, config = load_run(path, device="cpu")
         if isinstance(images, int):
-            images, _ = run_test_images(config, model, images)
+            images, _ = load_test_images(config, model, images)
         source, backbone = model.prompter, backbone if backbone is not None else model.backbone
     if getattr(source, "spiking_core", None) is None:
         raise CosimError(f"prompter '{getattr(source, 'name', source)}' has no spiking part")

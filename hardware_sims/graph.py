@@ -28,6 +28,7 @@ import nir
 import numpy as np
 import scipy.sparse
 
+from exporters.graph_rules import NIRGraphError, recorded_dt
 from exporters.semantics import (
     DT_KEY,
     INTEGRATOR_TYPES,
@@ -50,12 +51,15 @@ def load_graph(path: str | Path) -> nir.NIRGraph:
     return load_nir(path)
 
 
-def graph_dt(graph: nir.NIRGraph, dt: float | None = None) -> float:
-    """The simulation step: ``dt`` if given, else ``graph.metadata["dt"]``."""
+def simulation_dt(graph: nir.NIRGraph, dt: float | None = None) -> float:
+    """The simulation step: ``dt`` if given, else the step recorded in the graph's metadata."""
     if dt is None:
-        if DT_KEY not in (graph.metadata or {}):
+        try:
+            dt = recorded_dt(graph)
+        except NIRGraphError as exc:
+            raise GraphError(str(exc)) from None
+        if dt is None:
             raise GraphError(f"the graph's metadata has no '{DT_KEY}'; pass dt explicitly")
-        dt = float(np.asarray(graph.metadata[DT_KEY]))
     if not np.isfinite(dt) or dt <= 0:
         raise GraphError(f"dt must be finite and > 0, got {dt}")
     return float(dt)
@@ -367,14 +371,38 @@ def _add(a: Matrix, b: Matrix) -> Matrix:
 
 def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
     """Populations, composed connections, biases and depths of ``graph`` (see module doc)."""
-    dt = graph_dt(graph, dt)
-    nodes = graph.nodes
-    succ: dict[str, list[str]] = {name: [] for name in nodes}
+    dt = simulation_dt(graph, dt)
+    successors = _successors(graph)
+    _check_node_types(graph.nodes)
+    inputs = {
+        n: _input_shape(node, n) for n, node in graph.nodes.items() if isinstance(node, nir.Input)
+    }
+    populations = _populations(graph.nodes, dt)
+    paths, biases, reached = _trace_paths(graph.nodes, successors, inputs, populations)
+    connections = _compose_connections(paths, inputs, populations)
+    order = _topological_order(populations, connections)
+    depth = _depths(inputs, order, connections)
+    unused = [
+        n
+        for n, node in graph.nodes.items()
+        if n not in reached and n not in inputs and not isinstance(node, nir.Output)
+    ]
+    return NetworkModel(dt, inputs, populations, connections, biases, depth, order, unused)
+
+
+def _successors(graph: nir.NIRGraph) -> dict[str, list[str]]:
+    """Targets of every node's outgoing edges; raises on an edge naming an unknown node."""
+    successors: dict[str, list[str]] = {name: [] for name in graph.nodes}
     for src, dst in graph.edges:
         for end in (src, dst):
-            if end not in nodes:
+            if end not in graph.nodes:
                 raise GraphError(f"edge ({src} → {dst}) names unknown node '{end}'")
-        succ[src].append(dst)
+        successors[src].append(dst)
+    return successors
+
+
+def _check_node_types(nodes: dict) -> None:
+    """Refuse nested graphs, integrators and every type without a mapper here."""
     for name, node in nodes.items():
         if isinstance(node, nir.NIRGraph):
             raise GraphError(f"node '{name}': nested NIR graphs are not supported; flatten it")
@@ -391,7 +419,9 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
                 f"Flatten, {', '.join(NEURON_TYPES)})"
             )
 
-    inputs = {n: _input_shape(node, n) for n, node in nodes.items() if isinstance(node, nir.Input)}
+
+def _populations(nodes: dict, dt: float) -> dict[str, Population]:
+    """Every neuron node with its discrete coefficients at step ``dt``; raises if there is none."""
     populations = {}
     for name, node in nodes.items():
         if is_neuron(node):
@@ -399,8 +429,25 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
             populations[name] = Population(name, tuple(int(s) for s in coeffs.shape), coeffs)
     if not populations:
         raise GraphError("the graph has no spiking neuron node (LIF, CubaLIF, IF)")
+    return populations
 
-    paths: dict[tuple[str, str], list[tuple[Matrix, Conv2dGeometry | None, tuple]]] = {}
+
+#: ``(source, target population)`` → the paths between them: ``(matrix, conv, synapse nodes)``.
+Paths = dict[tuple[str, str], list[tuple[Matrix, Conv2dGeometry | None, tuple]]]
+
+
+def _trace_paths(
+    nodes: dict,
+    successors: dict[str, list[str]],
+    inputs: dict[str, tuple[int, ...]],
+    populations: dict[str, Population],
+) -> tuple[Paths, dict[str, np.ndarray], set[str]]:
+    """Walk forward from every source to the populations it reaches; return what was found.
+
+    Returns ``(paths, biases, reached)``: the composed matrix of every path, the synaptic bias
+    summed into each population, and the nodes some walk passed through.
+    """
+    paths: Paths = {}
     biases: dict[str, np.ndarray] = {}
     reached: set[str] = set()
     bias_walked: set[str] = set()
@@ -415,7 +462,7 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
 
     def walk(source, name, matrix, bias, shape, conv, trail, visiting):
         """Follow edges forward from synapse node ``name`` until populations are reached."""
-        for nxt in succ[name]:
+        for nxt in successors[name]:
             node = nodes[nxt]
             if nxt in visiting and not is_neuron(node):
                 raise GraphError(f"node '{nxt}': a cycle without a neuron cannot be simulated")
@@ -462,7 +509,13 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
     for source in (*inputs, *populations):
         shape = inputs[source] if source in inputs else populations[source].shape
         walk(source, source, None, None, shape, None, (), frozenset({source}))
+    return paths, biases, reached
 
+
+def _compose_connections(
+    paths: Paths, inputs: dict[str, tuple[int, ...]], populations: dict[str, Population]
+) -> list[Connection]:
+    """One connection per lone-Conv2d path, plus the sum of the other paths per (source, target)."""
     connections = []
     for (source, target), found in paths.items():
         plain = [(m, trail) for m, conv, trail in found if conv is None]
@@ -477,20 +530,20 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
                 weight = m if weight is None else _add(weight, m)
             trail = tuple(dict.fromkeys(n for _, t in plain for n in t))
             connections.append(Connection(source, target, weight, None, trail))
+    return connections
 
-    order = _topological_order(populations, connections)
+
+def _depths(
+    inputs: dict[str, tuple[int, ...]], order: list[str], connections: list[Connection]
+) -> dict[str, int]:
+    """Synapse hops from the inputs to every population; sets each connection's ``extra_delay``."""
     depth = {name: 0 for name in inputs}
     for name in order:
         sources = [c.source for c in connections if c.target == name]
         depth[name] = 1 + max((depth[s] for s in sources), default=0)
     for conn in connections:
         conn.extra_delay = depth[conn.target] - 1 - depth[conn.source]
-    unused = [
-        n
-        for n, node in nodes.items()
-        if n not in reached and n not in inputs and not isinstance(node, nir.Output)
-    ]
-    return NetworkModel(dt, inputs, populations, connections, biases, depth, order, unused)
+    return depth
 
 
 def _topological_order(populations: dict[str, Population], connections) -> list[str]:

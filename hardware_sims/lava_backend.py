@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from hardware_sims.graph import GraphError, analyse, load_graph
+from hardware_sims.graph import Conv2dGeometry, GraphError, analyse, load_graph
 from hardware_sims.plan import (
     LavaPlan,
     assemble,
@@ -37,10 +37,10 @@ from hardware_sims.plan import (
     source_width,
 )
 from hardware_sims.quantize import FixedPlan, quantize_plan, reset_pulse_current
+from hardware_sims.worker_protocol import RECORDABLE
 from lorsp_neuro.errors import LorspError
 
 SUPPORTED_PRECISIONS = ("floating_pt", "fixed_pt")
-RECORDABLE = ("spikes", "v", "u")
 #: Graded input values held by the RingBuffers of one Lava run; more images run in chunks.
 MAX_RUN_VALUES = 40_000_000
 #: A matrix with fewer non-zeros than this fraction runs as Lava ``Sparse``.
@@ -212,101 +212,17 @@ def _run(plan: LavaPlan, fixed: FixedPlan | None, inputs, images: int, total: in
     """Build and run every connected component; return per-group ``(total, size)`` records."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.dense.process import Dense
-    from lava.proc.io.source import RingBuffer
-    from lava.proc.lif.process import LIFReset
-    from lava.proc.sparse.process import Sparse
-
-    from hardware_sims.lava_procs.recorder import GroupRecorder
 
     precision = "fixed_pt" if fixed is not None else "floating_pt"
-    state_dtype = "int32" if fixed is not None else "float64"
     build_s = run_s = 0.0
     per_group: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="lorsp-lava-rec-") as scratch:
         for component in _components(plan):
             started = time.perf_counter()
-            members = set(component)
-            lif = {}
-            for name in component:
-                g = plan.groups[name]
-                common = dict(
-                    shape=(g.size,),
-                    reset_interval=plan.steps,
-                    reset_offset=(g.depth + 1) % plan.steps,
-                    name=name,
-                )
-                if fixed is None:
-                    lif[name] = LIFReset(du=g.du, dv=g.dv, vth=g.vth, bias_mant=g.bias, **common)
-                else:
-                    q = fixed.groups[name]
-                    lif[name] = LIFReset(
-                        du=q.du,
-                        dv=q.dv,
-                        vth=q.vth,
-                        bias_mant=q.bias_mant,
-                        bias_exp=q.bias_exp,
-                        **common,
-                    )
-            rings = {}
-            keep = []  # Lava processes must outlive the run
-            for index, syn in enumerate(plan.synapses):
-                if syn.target not in members:
-                    continue
-                if syn.graded:
-                    if syn.source not in rings:
-                        data = source_data(plan, syn.source, inputs, images, total)
-                        if fixed is not None:
-                            data = fixed.payload(syn.source, data)
-                        rings[syn.source] = RingBuffer(data=data)
-                    src_port = rings[syn.source].s_out
-                else:
-                    src_port = lif[syn.source].s_out
-                bits = 24 if syn.graded else 0
-                if syn.conv is not None and fixed is None and syn.conv.symmetric_padding:
-                    from lava.proc.conv.process import Conv  # imports scipy.signal: 1.5 s
-
-                    geom = syn.conv
-                    c, h, w = geom.in_shape
-                    conv = Conv(
-                        weight=geom.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).copy(),
-                        input_shape=(w, h, c),
-                        padding=(geom.padding[1][0], geom.padding[0][0]),
-                        stride=geom.stride[::-1],
-                        dilation=geom.dilation[::-1],
-                        groups=geom.groups,
-                        num_message_bits=bits,
-                    )
-                    src_port.reshape((c, h, w)).transpose((2, 1, 0)).connect(conv.s_in)
-                    n_out = int(np.prod(geom.out_shape))
-                    conv.a_out.transpose((2, 1, 0)).reshape((n_out,)).connect(lif[syn.target].a_in)
-                    keep.append(conv)
-                    continue
-                if fixed is None:
-                    kind, weight = _lava_weights(syn.weight)
-                    extra = {}
-                else:
-                    kind, weight = _lava_weights(fixed.synapses[index].weight)
-                    extra = {"weight_exp": fixed.synapses[index].weight_exp, "num_weight_bits": 8}
-                cls = Sparse if kind == "sparse" else Dense
-                conn = cls(weights=weight, num_message_bits=bits, **extra)
-                src_port.connect(conn.s_in)
-                conn.a_out.connect(lif[syn.target].a_in)
-                keep.append(conn)
-            files = {}
-            for name in component:
-                paths = {kind: str(Path(scratch) / f"{name}.{kind}.npy") for kind in record}
-                dtypes = {k: "bool" if k == "spikes" else state_dtype for k in record}
-                keep.append(
-                    GroupRecorder(
-                        spikes=lif[name].s_out,
-                        states={k: getattr(lif[name], k) for k in record if k != "spikes"},
-                        paths=paths,
-                        dtypes=dtypes,
-                        num_steps=total,
-                    )
-                )
-                files.update({(name, kind): path for kind, path in paths.items()})
+            lif = _neuron_processes(plan, fixed, component)
+            # The synapses, sources and recorders stay alive through their connections to `lif`.
+            _connect_synapses(plan, fixed, lif, inputs, images, total)
+            files = _attach_recorders(lif, record, fixed, Path(scratch), total)
             anchor = lif[component[0]]
             build_s += time.perf_counter() - started
             started = time.perf_counter()
@@ -321,6 +237,116 @@ def _run(plan: LavaPlan, fixed: FixedPlan | None, inputs, images: int, total: in
                 per_group.setdefault(name, {})[kind] = np.array(np.load(path, mmap_mode="r"))
     timing = {"build_s": build_s, "run_s": run_s, "lava_steps": total}
     return per_group, timing
+
+
+def _neuron_processes(plan: LavaPlan, fixed: FixedPlan | None, component: list[str]) -> dict:
+    """One Lava ``LIFReset`` per group of ``component``, reset at the start of its window."""
+    from lava.proc.lif.process import LIFReset
+
+    lif = {}
+    for name in component:
+        g = plan.groups[name]
+        common = dict(
+            shape=(g.size,),
+            reset_interval=plan.steps,
+            reset_offset=(g.depth + 1) % plan.steps,
+            name=name,
+        )
+        if fixed is None:
+            lif[name] = LIFReset(du=g.du, dv=g.dv, vth=g.vth, bias_mant=g.bias, **common)
+        else:
+            q = fixed.groups[name]
+            lif[name] = LIFReset(
+                du=q.du,
+                dv=q.dv,
+                vth=q.vth,
+                bias_mant=q.bias_mant,
+                bias_exp=q.bias_exp,
+                **common,
+            )
+    return lif
+
+
+def _connect_synapses(
+    plan: LavaPlan, fixed: FixedPlan | None, lif: dict, inputs, images: int, total: int
+) -> None:
+    """Connect every synapse into the groups ``lif`` holds.
+
+    A graded source becomes one ``RingBuffer`` shared by its synapses; a synapse becomes a Lava
+    ``Conv`` (see the module doc for when), ``Sparse`` or ``Dense``.
+    """
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.sparse.process import Sparse
+
+    rings = {}
+    for index, syn in enumerate(plan.synapses):
+        if syn.target not in lif:
+            continue
+        if syn.graded:
+            if syn.source not in rings:
+                data = source_data(plan, syn.source, inputs, images, total)
+                if fixed is not None:
+                    data = fixed.payload(syn.source, data)
+                rings[syn.source] = RingBuffer(data=data)
+            src_port = rings[syn.source].s_out
+        else:
+            src_port = lif[syn.source].s_out
+        bits = 24 if syn.graded else 0
+        if syn.conv is not None and fixed is None and syn.conv.symmetric_padding:
+            _connect_conv(syn.conv, src_port, lif[syn.target].a_in, bits)
+            continue
+        if fixed is None:
+            kind, weight = _lava_weights(syn.weight)
+            extra = {}
+        else:
+            kind, weight = _lava_weights(fixed.synapses[index].weight)
+            extra = {"weight_exp": fixed.synapses[index].weight_exp, "num_weight_bits": 8}
+        cls = Sparse if kind == "sparse" else Dense
+        conn = cls(weights=weight, num_message_bits=bits, **extra)
+        src_port.connect(conn.s_in)
+        conn.a_out.connect(lif[syn.target].a_in)
+
+
+def _connect_conv(geom: Conv2dGeometry, src_port, target_port, bits: int) -> None:
+    """A Lava ``Conv`` for ``geom`` between flat ports: NIR's ``(C, H, W)`` is Lava's ``(W, H, C)``."""
+    from lava.proc.conv.process import Conv  # imports scipy.signal: 1.5 s
+
+    c, h, w = geom.in_shape
+    conv = Conv(
+        weight=geom.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).copy(),
+        input_shape=(w, h, c),
+        padding=(geom.padding[1][0], geom.padding[0][0]),
+        stride=geom.stride[::-1],
+        dilation=geom.dilation[::-1],
+        groups=geom.groups,
+        num_message_bits=bits,
+    )
+    src_port.reshape((c, h, w)).transpose((2, 1, 0)).connect(conv.s_in)
+    n_out = int(np.prod(geom.out_shape))
+    conv.a_out.transpose((2, 1, 0)).reshape((n_out,)).connect(target_port)
+
+
+def _attach_recorders(
+    lif: dict, record, fixed: FixedPlan | None, scratch: Path, total: int
+) -> dict[tuple[str, str], str]:
+    """Stream what ``record`` names of every group to a file; return ``{(group, kind): file}``."""
+    from hardware_sims.lava_procs.recorder import GroupRecorder
+
+    state_dtype = "int32" if fixed is not None else "float64"
+    files = {}
+    for name, process in lif.items():
+        paths = {kind: str(scratch / f"{name}.{kind}.npy") for kind in record}
+        dtypes = {k: "bool" if k == "spikes" else state_dtype for k in record}
+        GroupRecorder(
+            spikes=process.s_out,
+            states={k: getattr(process, k) for k in record if k != "spikes"},
+            paths=paths,
+            dtypes=dtypes,
+            num_steps=total,
+        )
+        files.update({(name, kind): path for kind, path in paths.items()})
+    return files
 
 
 def _to_float_units(plan: LavaPlan, fixed: FixedPlan | None, records, raw: bool = False) -> None:

@@ -157,6 +157,31 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
     """Plan the Lava network of ``model`` for images of ``steps`` steps (see module doc)."""
     if steps < 1:
         raise GraphError(f"steps must be >= 1, got {steps}")
+    groups, by_population = _neuron_groups(model)
+    sources: dict[str, GradedSource] = {}
+    synapses = _connection_synapses(model, groups, by_population, sources)
+    synapses += _bias_synapses(model, groups, by_population, sources)
+    pulse_weights = _initial_voltage_pulses(groups, steps)
+    for name, weight in pulse_weights.items():
+        g = groups[name]
+        key = _graded_source(sources, "pulse", "window", g.depth - 1)
+        label = f"initial voltage of {g.population}"
+        synapses.append(Synapse(key, g.name, weight, True, None, label))
+    return LavaPlan(
+        steps=steps,
+        max_depth=model.max_depth,
+        groups=groups,
+        by_population=by_population,
+        sources=sources,
+        synapses=synapses,
+        population_shapes={n: p.shape for n, p in model.populations.items()},
+        input_shapes=dict(model.inputs),
+        pulse_weights=pulse_weights,
+    )
+
+
+def _neuron_groups(model: NetworkModel) -> tuple[dict[str, NeuronGroup], dict[str, list[str]]]:
+    """Every population split into groups of shared parameters, voltages shifted by ``v_reset``."""
     groups: dict[str, NeuronGroup] = {}
     by_population: dict[str, list[str]] = {}
     for name in model.order:
@@ -176,15 +201,24 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
                 gname, name, index, du, dv, vth - reset, reset, bias, v_start, model.depth[name]
             )
             by_population[name].append(gname)
+    return groups, by_population
 
-    sources: dict[str, GradedSource] = {}
+
+def _graded_source(sources: dict[str, GradedSource], kind: str, name: str, shift: int) -> str:
+    """The key of graded source ``(kind, name, shift)``, added to ``sources`` on first use."""
+    src = GradedSource(kind, name, shift)
+    sources.setdefault(src.key, src)
+    return src.key
+
+
+def _connection_synapses(
+    model: NetworkModel,
+    groups: dict[str, NeuronGroup],
+    by_population: dict[str, list[str]],
+    sources: dict[str, GradedSource],
+) -> list[Synapse]:
+    """The synapses of every connection, one per (source group, target group) non-zero block."""
     synapses: list[Synapse] = []
-
-    def graded(kind: str, name: str, shift: int) -> str:
-        src = GradedSource(kind, name, shift)
-        sources.setdefault(src.key, src)
-        return src.key
-
     for conn in model.connections:
         pop = model.populations[conn.target]
         gain = pop.coeffs.input_gain.ravel()
@@ -196,7 +230,7 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
             if whole_source:
                 conv = dataclasses.replace(conn.conv, weight=conn.conv.weight * gain[0])
         if conn.source in model.inputs:
-            key = graded("input", conn.source, conn.extra_delay)
+            key = _graded_source(sources, "input", conn.source, conn.extra_delay)
             for g in target_groups:
                 weight = _scale_rows(_rows(conn.weight, g.index, pop.size), gain[g.index])
                 synapses.append(Synapse(key, g.name, weight, True, conv, label))
@@ -213,16 +247,33 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
                 block = _cols(rows, h.index, source_pop.size)
                 if _nonzero(block):
                     synapses.append(Synapse(h.name, g.name, block, False, conv, label))
+    return synapses
 
+
+def _bias_synapses(
+    model: NetworkModel,
+    groups: dict[str, NeuronGroup],
+    by_population: dict[str, list[str]],
+    sources: dict[str, GradedSource],
+) -> list[Synapse]:
+    """Synaptic biases, fed from one constant source through a column per group."""
+    synapses: list[Synapse] = []
     constant = None
     for name, bias in model.biases.items():
         gain = model.populations[name].coeffs.input_gain.ravel()
         for g in (groups[x] for x in by_population[name]):
             column = (gain * bias)[g.index][:, None]
             if np.any(column != 0):
-                constant = constant or graded("constant", CONSTANT, 0)
+                constant = constant or _graded_source(sources, "constant", CONSTANT, 0)
                 synapses.append(Synapse(constant, g.name, column, True, None, f"bias of {name}"))
+    return synapses
 
+
+def _initial_voltage_pulses(groups: dict[str, NeuronGroup], steps: int) -> dict[str, np.ndarray]:
+    """Per group whose initial voltage is not 0: the weights ``(n, 2)`` of its two window pulses.
+
+    One column (``(n, 1)``) for one-step images, which have no window step 1.
+    """
     pulse_weights = {}
     for g in groups.values():
         if not np.any(g.v_start):
@@ -230,21 +281,7 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
         first = (1.0 - g.dv) * g.v_start
         weight = np.stack([first, -(1.0 - g.du) * first], 1) if steps > 1 else first[:, None]
         pulse_weights[g.name] = weight
-        key = graded("pulse", "window", g.depth - 1)
-        label = f"initial voltage of {g.population}"
-        synapses.append(Synapse(key, g.name, weight, True, None, label))
-
-    return LavaPlan(
-        steps=steps,
-        max_depth=model.max_depth,
-        groups=groups,
-        by_population=by_population,
-        sources=sources,
-        synapses=synapses,
-        population_shapes={n: p.shape for n, p in model.populations.items()},
-        input_shapes=dict(model.inputs),
-        pulse_weights=pulse_weights,
-    )
+    return pulse_weights
 
 
 def source_width(plan: LavaPlan, key: str) -> int:

@@ -48,8 +48,6 @@ from hardware_sims.quantize import (
     reset_pulse_current,
 )
 
-KINDS = ("spikes", "v", "u")
-
 
 def _node_order(graph: nir.NIRGraph) -> list[str]:
     preds = {n: [s for s, d in graph.edges if d == n] for n in graph.nodes}

@@ -13,7 +13,10 @@ and the ``mode``:
   fixed point.
 
 The worker writes ``result.npz`` (keys ``"<node>/<kind>"``) and ``status.json``; the status is
-written on failure too, with the error message, and the exit code is non-zero.
+written on failure too, with the error message, and the exit code is non-zero. From its start it
+also names the ``/dev/shm`` segments its processes create in
+:data:`~hardware_sims.worker_protocol.SHARED_MEMORY_LIST`, so that the client can unlink them
+when the worker's process group dies without releasing them.
 """
 
 from __future__ import annotations
@@ -27,13 +30,41 @@ from pathlib import Path
 
 import numpy as np
 
+from hardware_sims.worker_protocol import SHARED_MEMORY_LIST
+from lorsp_neuro.io import write_json
+
 MODES = ("raw", "images")
 
 
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+def _write_status(path: Path, status: dict) -> None:
+    """The status reaches the client whatever it holds: a value JSON cannot carry becomes an
+    error status naming it, never a worker that dies without a status."""
+    try:
+        write_json(path, status)
+    except (TypeError, ValueError) as exc:
+        write_json(path, {"ok": False, "error": f"worker status not serialisable: {exc}"})
+
+
+def _list_shared_memory(path: Path) -> None:
+    """Append the name of every shared-memory segment this process (or a fork of it) creates.
+
+    Lava's channels are ``multiprocessing.shared_memory`` segments that only its ``stop()``
+    unlinks; a SIGKILL to the whole group (a timeout, the OOM killer) leaves them in ``/dev/shm``.
+    Each segment is registered with multiprocessing's resource tracker as soon as it exists, so
+    wrapping that registration names every segment before any kill can come, in Lava's forked
+    runtime processes too; the tracker itself is in the killed group and cannot clean up.
+    """
+    from multiprocessing import resource_tracker
+
+    register = resource_tracker.register
+
+    def register_and_list(name: str, rtype: str) -> None:
+        if rtype == "shared_memory":
+            with open(path, "a") as listing:
+                listing.write(name + "\n")
+        register(name, rtype)
+
+    resource_tracker.register = register_and_list
 
 
 def handle(workdir: Path) -> dict:
@@ -76,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m hardware_sims.worker REQUEST_DIR", file=sys.stderr)
         return 2
     workdir = Path(argv[0])
+    _list_shared_memory(workdir / SHARED_MEMORY_LIST)
     try:
         status = handle(workdir)
     except Exception as exc:  # every failure must reach the client as a status, not a traceback
         traceback.print_exc()
         status = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    _write_json_atomically(workdir / "status.json", status)
+    _write_status(workdir / "status.json", status)
     sys.stdout.flush()
     # Lava's runtime can leave non-daemon threads behind; exit without waiting for them.
     os._exit(0 if status["ok"] else 1)

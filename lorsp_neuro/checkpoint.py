@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,47 +24,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from lorsp_neuro.errors import LorspError
+from lorsp_neuro.errors import CheckpointError
+from lorsp_neuro.io import atomic_write_bytes
 
 FORMAT = "lorsp-checkpoint/1"
 EPOCH_FILE = re.compile(r"^epoch-(\d{4,})\.safetensors$")
-TEMP_PREFIX = ".tmp-"
-
-
-class CheckpointError(LorspError):
-    """A checkpoint or run directory is missing, incomplete, corrupt, or from another run."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old or the new content."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; run outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # The rename itself must reach the disk too, or a crash could resurrect the old file.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, allow_nan=True) + "\n").encode())
-
-
-def remove_temp_files(directory: Path) -> None:
-    """Delete leftovers of interrupted atomic writes (they are never read)."""
-    for leftover in Path(directory).glob(f"{TEMP_PREFIX}*"):
-        leftover.unlink(missing_ok=True)
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorsp_neuro.configs import ConfigError, build_config
+from lorsp_neuro.config_checks import ConfigError, build_config
 
 HEADS = ("lp", "flm", "ilm")
 

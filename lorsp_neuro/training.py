@@ -3,13 +3,11 @@ r"""Training and evaluation of a prompted model, on one device or under ``torchr
 Python API (the CLI's ``lorsp train`` / ``lorsp eval`` call these):
 
 - :func:`train` ``(config) -> summary`` trains, checkpoints every epoch, keeps the checkpoint best
-  on *validation* accuracy and reports the test metrics of that checkpoint;
-- :func:`evaluate` ``(run_dir) -> metrics`` re-computes the test metrics from a run directory alone;
-- :func:`load_run` ``(run_dir) -> (model, config)`` rebuilds the trained model.
+  on *validation* accuracy and reports the test metrics of that checkpoint.
 
-A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
-``checkpoints/epoch-NNNN.safetensors`` (the newest ``keep_checkpoints``, for ``--resume``),
-``best.safetensors`` (the trainable state of the best epoch on validation) and ``summary.json``.
+This module is the loop only: the model is assembled in :mod:`lorsp_neuro.model`, evaluated in
+:mod:`lorsp_neuro.evaluation`, and the run directory it writes is laid out and read back in
+:mod:`lorsp_neuro.runs`.
 
 Reproducibility: the data order of epoch e is a permutation drawn from ``(seed, e)`` alone, the
 global RNG state is saved with every checkpoint, and deterministic kernels are requested, so on
@@ -21,13 +19,12 @@ same global batch.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,23 +35,31 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lorsp_neuro import checkpoint as ckpt
-from lorsp_neuro.checkpoint import CheckpointError
-from lorsp_neuro.data import DatasetSplits, ImageSet, iterate_batches, load_dataset
-from lorsp_neuro.errors import LorspError
-from lorsp_neuro.metrics import SplitMetrics
+from lorsp_neuro.data import DatasetSplits, ImageSet, iterate_batches
+from lorsp_neuro.devices import autocast, reproducible, resolve_device
+from lorsp_neuro.errors import TrainingError
+from lorsp_neuro.evaluation import evaluate_split
+from lorsp_neuro.io import atomic_write_text, json_ready, remove_temp_files, write_json
+from lorsp_neuro.model import (
+    build_backbone,
+    build_model,
+    load_trainable_state,
+    trainable_state,
+    tunable_parameter_counts,
+)
 from lorsp_neuro.run_config import TrainConfig
+from lorsp_neuro.runs import (
+    BEST_FILE,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    load_splits,
+    read_metrics,
+)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-BEST_FILE = "best.safetensors"
-CHECKPOINT_DIR = "checkpoints"
 #: Training images a prompter calibrates on at the end of every epoch (Prompter.calibrate).
 CALIBRATION_IMAGES = 512
-
-
-class TrainingError(LorspError):
-    """Training cannot start or went wrong (non-finite loss, bad run directory, bad device)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,30 +121,6 @@ class Processes:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:<local_rank>`` when CUDA is present, else ``cpu``; other names checked."""
-    if name == "auto":
-        return (
-            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-        )
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise TrainingError(
-            f"--device {name}: not a device name (cpu, cuda, cuda:N, auto)"
-        ) from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-        if device.index >= torch.cuda.device_count():
-            raise TrainingError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise TrainingError(f"--device {name}: only cpu and cuda devices are supported")
-    return device
-
-
 def _start_processes(config: TrainConfig) -> Processes:
     """Join the ``torchrun`` process group when launched by it (``WORLD_SIZE`` > 1)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -159,144 +140,6 @@ def _start_processes(config: TrainConfig) -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size(), device, owns_group)
 
 
-@contextlib.contextmanager
-def _reproducible(config: TrainConfig, device: torch.device) -> Iterator[None]:
-    """Seed, request deterministic kernels (and restore the caller's settings afterwards)."""
-    previous = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.get_num_threads(),
-    )
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    if config.deterministic:
-        if device.type == "cuda":
-            # cuBLAS is deterministic only with a fixed workspace (read when it is initialised).
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # warn_only: a kernel without a deterministic version warns instead of stopping training.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(config.seed)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.set_num_threads(previous[2])
-
-
-# --------------------------------------------------------------------------------------------
-# Model
-
-
-def build_backbone(config: TrainConfig):
-    """The frozen backbone of ``config`` (``timm:`` prefixes are accepted and dropped)."""
-    from lorsp_neuro.backbones import create_backbone
-
-    return create_backbone(
-        config.backbone.removeprefix("timm:"),
-        pretrained=config.pretrained,
-        weights_path=config.weights_path,
-        image_size=config.image_size,
-        **config.backbone_options,
-    )
-
-
-def build_model(config: TrainConfig, num_classes: int, backbone=None):
-    """The untrained :class:`~lorsp_neuro.model.PromptedModel` of ``config``, on the CPU.
-
-    The prompter works at ``config.image_size``, or at the backbone's input size when that is unset.
-    """
-    from lorsp_neuro.heads import create_head
-    from lorsp_neuro.model import PromptedModel
-    from lorsp_neuro.prompters import create_prompter
-
-    backbone = backbone if backbone is not None else build_backbone(config)
-    if config.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-    image_size = config.image_size or backbone.input_size[0]
-    prompter = create_prompter(config.prompter, image_size, **config.prompter_options)
-    head = create_head(config.head, backbone, num_classes)
-    return PromptedModel(prompter, backbone, head)
-
-
-def model_image_size(model) -> int:
-    height, width = model.prompter.image_size
-    if height != width:
-        raise TrainingError(f"only square images are supported, the prompter has {height}x{width}")
-    return height
-
-
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    """Everything of the model that training changes: the prompter's and the head's state."""
-    state = {f"prompter.{k}": v for k, v in model.prompter.state_dict().items()}
-    state.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
-    return state
-
-
-def load_trainable_state(model, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Load the ``prompter.*`` and ``head.*`` tensors of a checkpoint into ``model`` strictly."""
-    for part in ("prompter", "head"):
-        prefix = f"{part}."
-        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        try:
-            getattr(model, part).load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0]
-            raise CheckpointError(
-                f"{source}: does not fit this model's {part}: {first_line}"
-            ) from exc
-
-
-def is_spiking(model) -> bool:
-    return hasattr(model.prompter, "spiking_core")
-
-
-def tunable_parameter_counts(model) -> dict[str, int]:
-    head = sum(p.numel() for p in model.head.parameters() if p.requires_grad)
-    prompt = model.prompter.num_tunable_parameters()
-    return {"tunable_params": prompt + head, "prompt_params": prompt, "head_params": head}
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def evaluate_split(
-    model,
-    images: ImageSet,
-    *,
-    batch_size: int,
-    device: torch.device,
-    amp: bool = False,
-    processes: Processes | None = None,
-) -> dict[str, Any]:
-    """Accuracy, loss and prompt statistics of ``model`` on ``images`` (see :class:`SplitMetrics`).
-
-    Under DDP each rank evaluates every ``world_size``-th batch and the totals are combined.
-    """
-    rank, world = (processes.rank, processes.world_size) if processes else (0, 1)
-    was_training = model.training
-    model.eval()
-    metrics = SplitMetrics(spiking=is_spiking(model))
-    for index, (x, y) in enumerate(iterate_batches(images, batch_size)):
-        if index % world != rank:
-            continue
-        x, y = x.to(device), y.to(device)
-        with _autocast(device, amp):
-            logits, output = model(x)
-        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-        metrics.update(logits, y, output.prompt, output.stats, float(loss_sum))
-    metrics.all_reduce(device)
-    model.train(was_training)
-    return metrics.result()
-
-
 # --------------------------------------------------------------------------------------------
 # Training
 
@@ -305,26 +148,13 @@ def _to_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
     return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
 
 
-def _load_splits(config: TrainConfig, image_size: int) -> DatasetSplits:
-    return load_dataset(
-        config.dataset,
-        train_size=config.train_size,
-        val_size=config.val_size,
-        test_size=config.test_size,
-        image_size=image_size,
-        seed=config.seed,
-        path=config.dataset_path,
-        **config.dataset_options,
-    )
-
-
 def prepare(config: TrainConfig) -> tuple[TrainConfig, DatasetSplits, Any]:
     """Load the splits and build the model of ``config``; return the config with the image size
     and every prompter option resolved (so ``config.json`` still describes the run if a default
     changes later)."""
     backbone = build_backbone(config)
     config = config.replace(image_size=config.image_size or backbone.input_size[0])
-    splits = _load_splits(config, config.image_size)
+    splits = load_splits(config)
     for split in ("val", "test"):
         if len(getattr(splits, split)) == 0:
             raise TrainingError(
@@ -392,31 +222,6 @@ def _restore_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(tensors[key], device)
 
 
-def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    """Complete metric lines of epochs ``<= up_to_epoch`` (a line cut short by a crash is dropped)."""
-    lines = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("epoch", math.inf) <= up_to_epoch:
-                lines.append(record)
-    return lines
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace NaN/Inf by ``None`` so the JSON files stay standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
 
@@ -436,7 +241,7 @@ def train(
     config = _to_config(config)
     processes = _start_processes(config)
     try:
-        with _reproducible(config, processes.device):
+        with reproducible(config, processes.device):
             return _Run(config, processes, resume).run(on_epoch_end)
     finally:
         if processes.owns_group and dist.is_initialized():
@@ -481,9 +286,9 @@ class _Run:
             dist.barrier()  # every rank has looked at the directory before rank 0 writes into it
         if self.out is not None and processes.is_main:
             (self.out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            ckpt.remove_temp_files(self.out)
-            ckpt.remove_temp_files(self.out / CHECKPOINT_DIR)
-            ckpt.atomic_write_json(self.out / CONFIG_FILE, self.config.to_dict())
+            remove_temp_files(self.out)
+            remove_temp_files(self.out / CHECKPOINT_DIR)
+            write_json(self.out / CONFIG_FILE, self.config.to_dict())
         self.model.to(self.device)
         self.optimizer = _make_optimizer(self.model, self.config)
         self.use_amp = self.config.amp and self.device.type == "cuda"
@@ -539,9 +344,9 @@ class _Run:
         self.epoch, self.step, self.best = info["epoch"], info["step"], info["best"]
         self.best_state, _ = ckpt.load_checkpoint(self.out / BEST_FILE)
         if self.processes.is_main:
-            kept = _read_metrics(self.out / METRICS_FILE, self.epoch)
+            kept = read_metrics(self.out / METRICS_FILE, self.epoch)
             lines = "".join(json.dumps(record) + "\n" for record in kept)
-            ckpt.atomic_write_bytes(self.out / METRICS_FILE, lines.encode())
+            atomic_write_text(self.out / METRICS_FILE, lines)
             print(
                 f"resuming {self.out} after epoch {self.epoch} (step {self.step})", file=sys.stderr
             )
@@ -581,7 +386,7 @@ class _Run:
             if self.optimizer is not None:
                 factor = cosine_lr_factor(self.step, self.total_steps, config.warmup_steps)
                 lr = _set_lr(self.optimizer, factor)
-            with _autocast(device, self.use_amp):
+            with autocast(device, self.use_amp):
                 logits, output = self.net(x)
             ce_sum = F.cross_entropy(logits.float(), y, reduction="sum")
             # DDP averages gradients over ranks; scaling by world/|batch| makes that average the
@@ -661,14 +466,14 @@ class _Run:
 
         The line goes first: a kill after it but before the epoch's checkpoint resumes from the
         previous checkpoint, and the resume drops the lines of epochs it will train again
-        (:func:`_read_metrics`); the other order lost the line of a checkpointed epoch.
+        (:func:`~lorsp_neuro.runs.read_metrics`); the other order lost the line of a checkpointed epoch.
         """
         with open(self.out / METRICS_FILE, "a") as fh:
-            fh.write(json.dumps(_json_safe(record)) + "\n")
+            fh.write(json.dumps(json_ready(record)) + "\n")
         state = trainable_state(self.model)
         num_classes = self.splits.num_classes
         if self.best["epoch"] == self.epoch:
-            info = {"epoch": self.epoch, "num_classes": num_classes, "metrics": _json_safe(record)}
+            info = {"epoch": self.epoch, "num_classes": num_classes, "metrics": json_ready(record)}
             ckpt.save_checkpoint(self.out / BEST_FILE, self.best_state, info)
         tensors = {**state, **_rng_tensors(self.device)}
         info = {
@@ -722,9 +527,9 @@ class _Run:
             },
             "train_seconds": seconds,
         }
-        summary = _json_safe(summary)
+        summary = json_ready(summary)
         if self.processes.is_main and self.out is not None:
-            ckpt.atomic_write_json(self.out / SUMMARY_FILE, summary)
+            write_json(self.out / SUMMARY_FILE, summary)
         return summary
 
 
@@ -733,90 +538,8 @@ def _progress(batches: list[np.ndarray], epoch: int, config: TrainConfig, is_mai
         return batches
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, file=sys.stderr)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading runs back
-
-
-def read_run_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    try:
-        fields = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: unreadable run config: {exc}") from exc
-    return TrainConfig.from_dict(fields, str(path))
-
-
-def _checkpoint_file(run_dir: Path, which: str) -> Path:
-    if which == "best":
-        path = run_dir / BEST_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{run_dir}: no {BEST_FILE} yet (no epoch has finished)")
-        return path
-    if which == "last":
-        found = ckpt.epoch_checkpoints(run_dir / CHECKPOINT_DIR)
-        if not found:
-            raise CheckpointError(f"{run_dir}: no per-epoch checkpoint in {CHECKPOINT_DIR}/")
-        return found[-1][1]
-    raise CheckpointError(f"checkpoint must be 'best' or 'last', got {which!r}")
-
-
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
-    """``(model, config)`` of a run directory, with the ``checkpoint`` ('best' or 'last') loaded."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    path = _checkpoint_file(run_dir, checkpoint)
-    tensors, info = ckpt.load_checkpoint(path)
-    # Built under the run's seed, as train() builds it, so that a backbone with random weights
-    # (pretrained=False) is the same network; the caller's RNG state is left untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(config, int(info["num_classes"]))
-    load_trainable_state(model, tensors, path)
-    model.to(resolve_device(device))
-    model.eval()
-    return model, config
-
-
-def evaluate(
-    run_dir: str | Path,
-    *,
-    checkpoint: str = "best",
-    device: str = "auto",
-    test_size: int | None = None,
-    batch_size: int | None = None,
-) -> dict[str, Any]:
-    """Test-split metrics of a run's checkpoint, from the run directory alone."""
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    if test_size is not None:
-        config = config.replace(test_size=test_size)
-    torch_device = resolve_device(device)
-    model, _ = load_run(run_dir, checkpoint, device=str(torch_device))
-    splits = _load_splits(config, model_image_size(model))
-    with _reproducible(config, torch_device):
-        test = evaluate_split(
-            model,
-            splits.test,
-            batch_size=batch_size or config.eval_batch_size,
-            device=torch_device,
-            amp=config.amp and torch_device.type == "cuda",
-        )
-    result = {
-        "run_dir": str(run_dir),
-        "checkpoint": checkpoint,
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        **tunable_parameter_counts(model),
-        "prompt_sparsity": test["prompt_sparsity"],
-        "distinct_prompts": test["distinct_prompts"],
-        "gate_firing_rate": test["gate_firing_rate"],
-        "pixel_firing_rate": test["pixel_firing_rate"],
-        "test_stat_means": test["stat_means"],
-        "test_size": test["n"],
-    }
-    return _json_safe(result)
+    # disable=None: no bar unless stderr is a terminal (a log file would collect every frame);
+    # the line printed after each epoch still reports progress there.
+    return tqdm(
+        batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, file=sys.stderr, disable=None
+    )

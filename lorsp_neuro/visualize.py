@@ -240,7 +240,9 @@ def sparsity_over(prompter, batches, total: int | None = None, progress: bool = 
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=total, desc="prompt sparsity", unit="batch", leave=False)
+        batches = tqdm(
+            batches, total=total, desc="prompt sparsity", unit="batch", leave=False, disable=None
+        )
     try:
         for images, _ in batches:
             prompt = prompter(images).prompt
@@ -269,7 +271,7 @@ def _figure(**kwargs):
 
 def save_figure(fig, path: str | Path) -> Path:
     """Write ``fig`` as a PNG atomically (rendered in memory, then temp file + rename)."""
-    from lorsp_neuro.checkpoint import atomic_write_bytes
+    from lorsp_neuro.io import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -615,7 +617,8 @@ def visualize_run(
     ``sparsity.png`` (the test split) for a run directory; ``out_dir`` defaults to the run
     directory. Returns the paths and numbers."""
     from lorsp_neuro.data import iterate_batches
-    from lorsp_neuro.training import _load_splits, load_run, model_image_size
+    from lorsp_neuro.model import model_image_size
+    from lorsp_neuro.runs import load_run, load_splits
 
     if isinstance(images, bool) or not isinstance(images, int) or not 1 <= images <= MAX_IMAGES:
         raise VisualizeError(f"images must be an integer from 1 to {MAX_IMAGES}, got {images!r}")
@@ -627,7 +630,7 @@ def visualize_run(
     if test_size is not None:
         config = config.replace(test_size=test_size)
     prompter = model.prompter.float()
-    splits = _load_splits(config, model_image_size(model))
+    splits = load_splits(config, model_image_size(model))
     test = splits.test
     if len(test) < images:
         raise VisualizeError(

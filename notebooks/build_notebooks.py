@@ -37,7 +37,7 @@ from IPython.display import Image, Markdown, display
 # Figures are shown with display(fig): they stay visible whatever backend a library switches to.
 %matplotlib inline
 
-from lorsp_neuro.demo import QUICK, DemoSettings, train_config
+from lorsp_app.demo import QUICK, DemoSettings, train_config
 from lorsp_neuro.training import train
 
 # The budget of `lorsp demo` (or of `lorsp demo --quick` when SMALL).
@@ -260,15 +260,16 @@ lorsp cosim runs/lorsp --images 8 --raster raster.png
     (
         "code",
         """\
-from exporters.lorsp_export import export_lorsp
+from exporters.run_export import export_run
 from exporters.summary import format_summary, summarize_graph
-from exporters.validate import load_nir, write_nir
-from lorsp_neuro.training import load_run
+from exporters.validate import load_nir
+from lorsp_neuro.runs import load_run
 
-model, config = load_run(RUN)
-nir_file = write_nir(export_lorsp(model.prompter), WORK / "lorsp.nir")
+exported = export_run(RUN, WORK / "lorsp.nir")  # what `lorsp export` runs
+nir_file = exported.path
 graph = load_nir(nir_file)  # the validating reader, as for any file from elsewhere
 print(format_summary(summarize_graph(graph), str(nir_file)))
+model, config = load_run(RUN)  # the trained prompter, to compare the file with
 """,
     ),
     (
@@ -300,17 +301,9 @@ print("values V:", tuple(host.values().shape), "rank", host.value_left.shape[-1]
         "code",
         """\
 from exporters.lorsp_export import prompt_from_nir, verify_lorsp_export
-from lorsp_neuro.data import load_dataset
+from lorsp_neuro.runs import load_test_images
 
-splits = load_dataset(
-    config.dataset,
-    train_size=config.train_size,
-    val_size=config.val_size,
-    test_size=config.test_size,
-    image_size=config.image_size,
-    seed=config.seed,
-)
-images, labels = splits.test.batch(slice(0, 4))
+images, labels = load_test_images(config, model, 4)  # the run's own first test images
 check = verify_lorsp_export(model.prompter, nir_file, images.double())
 print("prompt and spike trains identical:", check["matches"])
 print("spikes by role:", check["spikes"], "| mismatched:", check["mismatched_spikes"])
@@ -425,11 +418,11 @@ for name, profile in profiles.items():
     (
         "code",
         """\
-from hardware_sims.cosim import activity
-from hardware_sims.synops import count_synops
+from hardware_sims.estimate import estimate_energy
 
-act = activity(RUN, images=settings.energy_images)  # Norse spikes of the run's test images
-counts = count_synops(act.model, act.spikes, act.inputs)
+# Norse spikes of the run's test images → SynOps → energy on every profile (`lorsp energy`)
+estimate = estimate_energy(RUN, images=settings.energy_images, profiles="all")
+counts = estimate.counts
 table = ["| source layer | kind | events / image | SynOps / image |", "|---|---|---:|---:|"]
 for name, layer in counts.layers.items():
     table.append(f"| {name} | {layer.kind} | {layer.events_per_image:,.1f} | {layer.synops_per_image:,.0f} |")
@@ -442,10 +435,9 @@ print(f"{counts.synops_per_image:,.0f} SynOps, {counts.neuron_updates_per_image:
     (
         "code",
         """\
-from hardware_sims.energy import energy_report
 from hardware_sims.plots import energy_bar_plot
 
-reports = [energy_report(act.graph, counts, profile) for profile in profiles.values()]
+reports = list(estimate.reports.values())
 table = ["| profile | SNN (nJ) | ANN twin (nJ) | SNN / ANN |", "|---|---:|---:|---:|"]
 for r in reports:
     table.append(f"| {r.profile} | {r.energy_per_image_pj / 1e3:,.1f} | "

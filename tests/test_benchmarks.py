@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 import subprocess
@@ -12,18 +11,19 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-# The benchmarks are scripts, not a package: they import each other from their own folder.
-sys.path.insert(0, str(BENCH))
+from benchmarks import (
+    accuracy_table,
+    bench_common,
+    energy_table,
+    frontier,
+    gpu_speed,
+    run_all,
+    speed,
+    update_readme,
+)
+from lorsp_neuro.errors import LorspError
 
-bench_common = importlib.import_module("bench_common")
-accuracy_table = importlib.import_module("accuracy_table")
-frontier = importlib.import_module("frontier")
-energy_table = importlib.import_module("energy_table")
-speed = importlib.import_module("speed")
-gpu_speed = importlib.import_module("gpu_speed")
-update_readme = importlib.import_module("update_readme")
-run_all = importlib.import_module("run_all")
+BENCH = Path(bench_common.__file__).resolve().parent
 
 README_TEMPLATE = (
     "# Title\n\nIntro.\n\n"
@@ -173,6 +173,39 @@ def test_default_budget_is_what_the_docs_state():
     assert len(default.seeds) >= 3 and default.prompters == bench_common.TABLE_PROMPTERS
     assert set(bench_common.PROMPTERS) - set(default.prompters) == {"lorsp_v1"}
     assert [b.steps(default.batch_size) for b in default.datasets] == [500, 192]
+
+
+def test_flags_override_settings_budgets_and_prompter_options():
+    # The budget of docs/training.md's v1 comparison: 1,000 steps of 16 images, one seed.
+    args = accuracy_table.parse_args(
+        ["--datasets", "fashion_mnist", "--seeds", "0", "--head", "lp", "--batch-size", "16"]
+    )
+    settings = accuracy_table.settings_from_args(args)
+    (budget,) = settings.datasets
+    assert budget.steps(settings.batch_size) == 1000 and settings.seeds == (0,)
+    assert settings.lr == 1e-3 and settings.prompter_options == {}
+
+    overrides = ["--train-size", "12", "--epochs", "2", "--lr", "0.002", "--num-threads", "2"]
+    args = accuracy_table.parse_args(
+        ["--smoke", "--prompters", "lor_vp", "lorsp", "--prompter-opt", "rank=8", *overrides]
+    )
+    settings = accuracy_table.settings_from_args(args)
+    assert [(b.train_size, b.epochs) for b in settings.datasets] == [(12, 2), (12, 2)]
+    assert settings.lr == 0.002 and settings.num_threads == 2
+    assert settings.prompter_options == {"rank": 8}
+    dataset = settings.datasets[0]
+    config = accuracy_table.run_config(settings, dataset, "lorsp", 0)
+    assert config["prompter_options"]["rank"] == 8 and config["lr"] == 0.002
+    # A job's own options win over the table's; the options are part of the run's identity.
+    rank_two = accuracy_table.run_config(settings, dataset, "lorsp", 0, {"rank": 2})
+    assert rank_two["prompter_options"]["rank"] == 2
+    assert accuracy_table.config_digest(config) != accuracy_table.config_digest(rank_two)
+    with pytest.raises(LorspError, match=r"linear_probe.*rank"):
+        accuracy_table.run_config(settings, dataset, "linear_probe", 0)
+    report = _accuracy_report()
+    report["settings"] = {**report["settings"], "prompter_options": {"rank": 8}}
+    assert "changed from the registry defaults: `rank=8`" in bench_common.render_accuracy(report)
+    assert "registry defaults" not in bench_common.render_accuracy(_accuracy_report())
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,22 +404,28 @@ def test_run_all_runs_the_stages_in_order_and_stops_at_a_failure(tmp_path, monke
     calls = []
 
     def fake_call(command, cwd):
-        calls.append(Path(command[1]).name)
-        return 3 if Path(command[1]).name == "speed.py" else 0
+        assert command[:2] == [sys.executable, "-m"] and cwd == bench_common.REPO
+        calls.append(command[2])
+        return 3 if command[2] == "benchmarks.speed" else 0
 
     monkeypatch.setattr(run_all.subprocess, "call", fake_call)
     code = run_all.main(["--smoke", "--results-dir", str(tmp_path), "--readme", "R.md"])
     assert code == 3
-    assert calls == ["accuracy_table.py", "frontier.py", "energy_table.py", "speed.py"]
+    assert calls == [
+        "benchmarks.accuracy_table",
+        "benchmarks.frontier",
+        "benchmarks.energy_table",
+        "benchmarks.speed",
+    ]
     record = json.loads((tmp_path / "run_all.json").read_text())
     assert record["ok"] is False and record["stages"]["speed"]["exit_code"] == 3
-    names = [(n, Path(c[0]).name) for n, c in run_all.stages(run_all.parse_args(["--full"]))]
+    names = [(n, c[2]) for n, c in run_all.stages(run_all.parse_args(["--full"]))]
     assert names == [
-        ("accuracy", "accuracy_table.py"),
-        ("frontier", "frontier.py"),
-        ("energy", "energy_table.py"),
-        ("speed", "speed.py"),
-        ("update_readme", "update_readme.py"),
+        ("accuracy", "benchmarks.accuracy_table"),
+        ("frontier", "benchmarks.frontier"),
+        ("energy", "benchmarks.energy_table"),
+        ("speed", "benchmarks.speed"),
+        ("update_readme", "benchmarks.update_readme"),
     ]
 
 
@@ -459,6 +498,21 @@ def test_frontier_pairs_each_target_with_the_pruned_baseline_on_shared_runs(tmp_
             assert job["config"]["prompter_options"]["target_sparsity"] == target
             assert job["config"]["prompter"] in ("lorsp", "lor_vp_pruned")
     assert settings.targets == (0.5, 0.75, 0.9, 0.95)
+
+
+def test_frontier_row_of_a_single_seed_has_no_interval():
+    # One seed: the interval is NaN in memory and null in the JSON (standard JSON has no NaN).
+    result = {"test_accuracy_mean": 0.5, "test_accuracy_std": None, "prompt_sparsity_mean": 0.9}
+    point = {
+        "target_sparsity": 0.9,
+        "baseline": "lor_vp_pruned",
+        "method_result": result,
+        "baseline_result": result,
+        "paired": {"differences": [0.01], "mean": 0.01, "ci95": [None, None], "wins": 1},
+    }
+    point["paired"]["verdict"] = frontier.verdict(*frontier.t_interval([0.01])[1:])
+    (row,) = bench_common.frontier_rows({"points": [point]})
+    assert row[6] == "+1.0 (– … –)" and row[8] == "too few seeds"
 
 
 @pytest.mark.slow

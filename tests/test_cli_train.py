@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from lorsp_neuro.cli import build_parser
-from lorsp_neuro.cli import main as cli_main
-from lorsp_neuro.train_commands import config_from_args
+from lorsp_app.cli import build_parser
+from lorsp_app.cli import main as cli_main
+from lorsp_app.train_commands import config_from_args
 
 TINY_FLAGS = [
     "--prompter", "lorsp", "--backbone", "timm:test_resnet", "--no-pretrained",

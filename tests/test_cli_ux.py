@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from lorsp_neuro.cli import build_parser
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import build_parser
+from lorsp_app.cli import main as cli_main
 
 #: Options that name a file the command reads (used when a command has no positional input).
 INPUT_OPTIONS = ("--config", "--profiles-file")
@@ -216,3 +217,36 @@ def test_the_installed_entry_point_prints_one_line_and_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert_one_line_error("nir-info", result.returncode, result.stderr, "missing.nir")
+
+
+def test_nir_info_on_a_directory_says_it_is_one(tmp_path):
+    status, _, stderr = run_cli(["nir-info", str(tmp_path)])
+    assert_one_line_error("nir-info", status, stderr, str(tmp_path), "is a directory")
+
+
+def test_a_command_that_imports_norse_prints_only_its_own_line(tmp_path):
+    """Norse's import-time ``torch.jit.script`` FutureWarning is filtered at start-up, so a user
+    error of a torch command (``eval`` loads Norse through the prompters) is still one line."""
+    script = Path(sys.executable).with_name("lorsp")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"prompter": "lorsp", "dataset": "fashion_mnist"}')
+    result = subprocess.run(
+        [str(script), "eval", str(run)], capture_output=True, text=True, timeout=300
+    )
+    assert "FutureWarning" not in result.stderr, result.stderr
+    assert_one_line_error("eval", result.returncode, result.stderr, "best.safetensors")
+
+
+def test_every_command_waits_passively_for_openmp(monkeypatch):
+    """Spinning OpenMP threads starve the working ones on shared cores; every command (not just
+    demo) sets the passive policy before torch can load, unless the user chose one."""
+    from lorsp_app.cli import prepare_process
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    prepare_process()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prepare_process()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

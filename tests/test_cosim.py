@@ -22,7 +22,7 @@ from hardware_sims.cosim import (
     norse_records,
     presented_inputs,
 )
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter
 from lorsp_neuro.training import train
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lorsp_neuro.cli import main as cli_main
-from lorsp_neuro.configs import ConfigError
-from lorsp_neuro.demo import (
+from lorsp_app.cli import main as cli_main
+from lorsp_app.demo import (
     MARKER_FILE,
     OUTPUTS,
     PROMPTERS,
@@ -24,6 +23,7 @@ from lorsp_neuro.demo import (
     prepare_output,
     train_config,
 )
+from lorsp_neuro.config_checks import ConfigError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -129,7 +129,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert (host.format, host.image_size, host.presentation) == ("lorsp-nir/2", (16, 16), "once")
     export = json.loads((out / OUTPUTS["export"]).read_text())
     assert export["outputs"] == host.outputs and set(host.outputs) == {"gates", "pixels"}
-    check = export["verify_on_test_images"]
+    check = export["verify"]
     assert check["mismatched_spikes"] == {"gates": 0, "pixels": 0} and check["matches"] is True
     assert report["export_matches"] is True
     assert report["spike_agreement"] == 1.0 and report["mismatched_spikes"] == 0

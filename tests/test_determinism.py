@@ -1,4 +1,4 @@
-"""Determinism (issue 8): on the CPU, the same seed gives the same numbers, bit for bit.
+"""Determinism: on the CPU, the same seed gives the same numbers, bit for bit.
 
 Two tiny training runs with the same seed, one in this process and one in a fresh process with
 another hash seed, must write identical metrics and summaries (every float exactly equal, timings
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_the_same_seed_gives_identical_numbers_and_weights_in_another_process(tm
     assert cli_main([*TRAIN_ARGS, "--out", str(here)]) == 0
     env = {**os.environ, "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "2"}
     process = subprocess.run(
-        [sys.executable, "-m", "lorsp_neuro.cli", *TRAIN_ARGS, "--out", str(there)],
+        [sys.executable, "-m", "lorsp_app.cli", *TRAIN_ARGS, "--out", str(there)],
         cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip

@@ -29,9 +29,9 @@ from hardware_sims.energy_study import backbone_macs, energy_study, variant_prom
 from hardware_sims.graph import analyse
 from hardware_sims.plots import energy_bar_plot
 from hardware_sims.synops import count_synops
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.backbones import create_backbone
-from lorsp_neuro.cli import main as cli_main
-from lorsp_neuro.configs import ConfigError
+from lorsp_neuro.config_checks import ConfigError
 from lorsp_neuro.errors import LorspError
 from lorsp_neuro.prompters import create_prompter
 from lorsp_neuro.training import train

@@ -28,7 +28,7 @@ from exporters.layers import Scale, SumPool2d, Threshold
 from exporters.lorsp_export import export_lorsp
 from exporters.semantics import RESET_KEY
 from exporters.validate import write_nir
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter
 
 DT = 2e-3

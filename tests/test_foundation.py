@@ -19,7 +19,7 @@ from norse.torch.module.lif_box import LIFBoxParameters
 from exporters.semantics import DiscreteNeuron, SemanticsError, discretize, step
 from hardware_sims import LavaWorkerError, run_lava
 from hardware_sims.smoke import dense_lif_graph, dense_lif_smoke, expected_lava_spikes
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 
 
 def test_norse_lif_step_matches_hand_computation():

@@ -1,4 +1,4 @@
-"""Fuzzing configs and the command line (issue 8): every bad input ends in a clear error.
+"""Fuzzing configs and the command line: every bad input ends in a clear error.
 
 Configs: training configs as dicts, as YAML/JSON files (random text and bytes, wrong types,
 NaN/Inf, huge numbers, unknown keys, YAML tags and alias bombs, deep nesting), prompter configs,
@@ -6,7 +6,7 @@ hardware profile files and run directories' ``config.json``. Each must build or 
 :class:`~lorsp_neuro.errors.LorspError` with a one-line message.
 
 CLI: random argument lists for every ``lorsp`` subcommand, run in-process through
-:func:`lorsp_neuro.cli.main` (and a few through a real process). Each must return normally or
+:func:`lorsp_app.cli.main` (and a few through a real process). Each must return normally or
 exit through argparse with status 2 (0 for ``--help``/``--version``); a failure prints one
 ``error:`` line and no traceback. Arguments that could start real work (training, Lava) always
 carry an invalid value, so every case fails fast.
@@ -38,14 +38,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from hardware_sims.energy import load_profiles
+from lorsp_app.cli import build_parser
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.checkpoint import save_checkpoint
-from lorsp_neuro.cli import build_parser
-from lorsp_neuro.cli import main as cli_main
 from lorsp_neuro.data import dataset_source
 from lorsp_neuro.errors import LorspError
 from lorsp_neuro.prompters import create_prompter, list_prompters, prompter_class
 from lorsp_neuro.run_config import TrainConfig, read_config_file
-from lorsp_neuro.training import read_run_config
+from lorsp_neuro.runs import read_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = float(os.environ.get("LORSP_FUZZ_SCALE", "1"))
@@ -579,7 +579,7 @@ def test_random_command_lines_end_cleanly(paths, tmp_path, monkeypatch, capsys, 
     report_cases(capsys, record_property, "cli", CLI_CASES)
 
 
-#: Arguments (given the ``paths`` fixture) run through a real ``python -m lorsp_neuro.cli``.
+#: Arguments (given the ``paths`` fixture) run through a real ``python -m lorsp_app.cli``.
 SUBPROCESS_CASES = [
     lambda p: ["nir-info", p["cut nir"]],
     lambda p: ["nir-info", p["binary"], "--json", p["missing folder"]],
@@ -596,7 +596,7 @@ def test_command_lines_in_a_real_process_fail_in_one_line(paths, capsys, record_
     for make_argv in SUBPROCESS_CASES:
         argv = make_argv(paths)
         result = subprocess.run(
-            [sys.executable, "-m", "lorsp_neuro.cli", *argv],
+            [sys.executable, "-m", "lorsp_app.cli", *argv],
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -1,4 +1,4 @@
-"""Fuzzing every way a NIR file enters the toolkit (issue 8: files from strangers).
+"""Fuzzing every way a NIR file enters the toolkit (files from strangers).
 
 Valid graphs are written with ``nir.write`` and then damaged, either byte by byte (truncated,
 flipped, overwritten, random) or through h5py (wrong types, NaN/Inf, mismatched shapes, unknown
@@ -618,7 +618,7 @@ def leaking_file(tmp_path) -> Path:
 
 
 def test_a_file_pulling_in_another_file_is_refused_by_every_entry_point(leaking_file, capsys):
-    from lorsp_neuro.cli import main as cli_main
+    from lorsp_app.cli import main as cli_main
 
     entries = {
         **{name: entry or (lambda path: load_nir(path)) for name, entry in ENTRY_POINTS.items()},

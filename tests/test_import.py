@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from norse.torch import LIFParameters, LIFRecurrentCell
 
+from exporters.graph_rules import SHAPE_RULES
 from exporters.importer import SUPPORTED_TYPES, NIRImportError, import_nir
 from exporters.semantics import NEURON_TYPES, RESET_KEY, STATEFUL_TYPES, discretize, step
-from exporters.validate import SHAPE_RULES, NIRFileError, NIRLimits, load_nir
-from lorsp_neuro.cli import main as cli_main
+from exporters.validate import NIRFileError, NIRLimits, load_nir
+from lorsp_app.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 DT = 1e-3

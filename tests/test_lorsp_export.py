@@ -33,7 +33,7 @@ from exporters.lorsp_export import (
     reference_spikes,
 )
 from exporters.validate import DEFAULT_LIMITS, load_nir, write_nir
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter, value_readout
 
 SIZE = 8

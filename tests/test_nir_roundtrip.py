@@ -45,7 +45,7 @@ from exporters.lorsp_export import (
 )
 from exporters.semantics import NEURON_TYPES
 from exporters.validate import write_nir
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter
 
 TAU_SYN_INV, TAU_MEM_INV = 150.0, 80.0
@@ -361,7 +361,8 @@ def test_lorsp_v1_round_trip_gives_its_prompt(tmp_path, cell):
 def test_cli_exports_a_trained_run_that_rebuilds_its_prompt(
     tmp_path, capsys, name, options, pixel_neurons
 ):
-    from lorsp_neuro.training import load_run, train
+    from lorsp_neuro.runs import load_run
+    from lorsp_neuro.training import train
 
     run_dir = tmp_path / "run"
     train(

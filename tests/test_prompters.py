@@ -12,7 +12,7 @@ import prompter_inputs as _inputs  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 
-from lorsp_neuro.configs import ConfigError
+from lorsp_neuro.config_checks import ConfigError
 from lorsp_neuro.errors import LorspError
 from lorsp_neuro.prompters import (
     LoRSPSpikingCore,

@@ -10,7 +10,7 @@ import prompter_inputs as _inputs  # tests/ is on pytest's pythonpath
 import pytest
 import torch
 
-from lorsp_neuro.configs import ConfigError
+from lorsp_neuro.config_checks import ConfigError
 from lorsp_neuro.prompters import create_prompter, polarity_factor_weight
 from lorsp_neuro.prompters.lorsp_v1 import LoRSPSpikingCore
 

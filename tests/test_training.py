@@ -18,18 +18,18 @@ from safetensors.torch import load_file
 
 from lorsp_neuro import checkpoint as ckpt
 from lorsp_neuro.checkpoint import CheckpointError
-from lorsp_neuro.configs import ConfigError
+from lorsp_neuro.config_checks import ConfigError
 from lorsp_neuro.data import load_dataset
+from lorsp_neuro.evaluation import evaluate, evaluate_split
+from lorsp_neuro.io import remove_temp_files
 from lorsp_neuro.metrics import SplitMetrics, prompt_fingerprints
 from lorsp_neuro.run_config import TrainConfig
+from lorsp_neuro.runs import load_run
 from lorsp_neuro.training import (
     TrainingError,
     cosine_lr_factor,
     epoch_order,
-    evaluate,
-    evaluate_split,
     global_batches,
-    load_run,
     prepare,
     rank_share,
     train,
@@ -181,7 +181,7 @@ def test_latest_complete_checkpoint_skips_damaged_and_temporary_files(tmp_path):
     assert any("epoch-0003" in str(w.message) for w in caught)
     ckpt.prune_checkpoints(tmp_path, keep=1)
     assert [e for e, _ in ckpt.epoch_checkpoints(tmp_path)] == [3]
-    ckpt.remove_temp_files(tmp_path)
+    remove_temp_files(tmp_path)
     assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -410,13 +410,13 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
-        [sys.executable, "-m", "lorsp_neuro.cli", *args, "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "lorsp_app.cli", *args, "--out", str(tmp_path / "one")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "lorsp_neuro.cli", *args, "--out", str(tmp_path / "two")],
+         "-m", "lorsp_app.cli", *args, "--out", str(tmp_path / "two")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorsp_neuro.cli import main as cli_main
+from lorsp_app.cli import main as cli_main
 from lorsp_neuro.prompters import create_prompter
 from lorsp_neuro.visualize import (
     DENSE,

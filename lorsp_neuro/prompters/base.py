@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorsp_neuro.configs import ConfigError, build_config
+from lorsp_neuro.config_checks import ConfigError, build_config
 from lorsp_neuro.errors import LorspError
 
 CHANNELS = 3

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lorsp_neuro.configs import ConfigError, require_float, require_int
+from lorsp_neuro.config_checks import ConfigError, require_float, require_int
 from lorsp_neuro.prompters.base import (
     CHANNELS,
     Prompter,

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorsp_neuro.configs import ConfigError, require_band, require_float, require_int
+from lorsp_neuro.config_checks import ConfigError, require_band, require_float, require_int
 from lorsp_neuro.neurons import lif_sequence, make_cell, rate_band_penalty
 from lorsp_neuro.prompters.base import (
     CHANNELS,

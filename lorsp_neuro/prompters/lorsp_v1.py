@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorsp_neuro.configs import (
+from lorsp_neuro.config_checks import (
     ConfigError,
     require_band,
     require_choice,

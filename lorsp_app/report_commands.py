@@ -3,26 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import warnings
-from pathlib import Path
-
-
-def _prepare_torch() -> None:
-    """Settings that must precede ``import torch``, for the long-running commands here.
-
-    OpenMP threads sleep rather than spin while they wait: on a CPU shared with other jobs,
-    spinning threads burn the cores the working ones need (measured on 2 shared cores: a training
-    step of EfficientNet-Lite0 at 32 px took 3.0 s of CPU with the default policy and 0.27 s with
-    ``PASSIVE``). A user's own ``OMP_WAIT_POLICY`` wins. Norse's import-time use of the deprecated
-    ``torch.jit.script`` warns on every run; the warning is for Norse's developers, not our users.
-    """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
-
 
 #: DemoSettings fields that ``lorsp demo`` lets a flag change: type, metavar, help.
 _SETTING_FLAGS = {
@@ -36,14 +16,13 @@ _SETTING_FLAGS = {
 
 
 def _setting_defaults(name: str) -> str:
-    from lorsp_neuro.demo import QUICK, DemoSettings
+    from lorsp_app.demo import QUICK, DemoSettings
 
     return f"default {getattr(DemoSettings(), name)}, with --quick {getattr(QUICK, name)}"
 
 
 def _demo(args) -> int:
-    _prepare_torch()
-    from lorsp_neuro.demo import QUICK, DemoSettings, format_report, run_demo
+    from lorsp_app.demo import QUICK, DemoSettings, format_report, run_demo
 
     settings = QUICK if args.quick else DemoSettings()
     # Flags given override the chosen settings; absent ones are not in args (SUPPRESS).
@@ -56,8 +35,7 @@ def _demo(args) -> int:
 
 
 def _visualize(args) -> int:
-    _prepare_torch()
-    from lorsp_neuro.checkpoint import atomic_write_json
+    from lorsp_neuro.io import write_json
     from lorsp_neuro.visualize import visualize_run
 
     result = visualize_run(
@@ -68,8 +46,7 @@ def _visualize(args) -> int:
         test_size=args.test_size,
         progress=args.progress,
     )
-    if args.json:
-        atomic_write_json(Path(args.json), json.loads(json.dumps(result)))
+    write_json(args.json, result)
     print(
         f"{result['run_dir']} ({result['prompter']}, {result['checkpoint']} checkpoint): prompt "
         f"sparsity {result['mean_prompt_sparsity']:.1%} on average (from "

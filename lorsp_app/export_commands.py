@@ -4,72 +4,50 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorsp_neuro.cli import integer_at_least
-
-
-def _write_json(path: str | None, payload: dict) -> None:
-    if path:
-        from lorsp_neuro.checkpoint import atomic_write_json
-
-        atomic_write_json(Path(path), payload)
+from lorsp_app.arguments import integer_at_least
 
 
 def _export(args) -> int:
-    import torch
+    from exporters.run_export import export_run
+    from lorsp_neuro.io import write_json
 
-    from exporters.lorsp_export import export_lorsp, lorsp_host, verify_lorsp_export
-    from exporters.summary import summarize_graph
-    from exporters.validate import load_nir, write_nir
-    from lorsp_neuro.training import load_run
-
-    model, _ = load_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")
-    prompter = model.prompter
-    path = write_nir(export_lorsp(prompter), args.output)
-    graph = load_nir(path)
-    summary = summarize_graph(graph)
-    host = lorsp_host(graph)
-    report = {
-        "run_dir": str(args.run_dir),
-        "checkpoint": args.checkpoint,
-        "output": str(path),
-        "bytes": path.stat().st_size,
-        "format": host.format,
-        "totals": summary["totals"],
-        "dt": summary["metadata"]["dt"],
-        "steps": host.steps,
-        "presentation": host.presentation,
-        "cell": summary["metadata"]["lorsp"]["cell"],
-    }
-    totals = report["totals"]
-    shown = "once" if host.presentation == "once" else "at every step"
-    print(
-        f"wrote {path} ({report['bytes']} bytes, {host.format}): {totals['nodes']} nodes, "
-        f"{totals['spiking_neurons']} spiking neurons, {totals['parameters']} parameters, "
-        f"dt={report['dt']:g} s, T={report['steps']}, inputs presented {shown}, {report['cell']}"
+    result = export_run(
+        args.run_dir,
+        args.output,
+        checkpoint=args.checkpoint,
+        verify=args.verify,
+        verify_on=args.verify_on,
+        seed=args.seed,
     )
-    status = 0
-    if args.verify:
-        generator = torch.Generator().manual_seed(args.seed)
-        images = torch.rand(args.verify, 3, *prompter.image_size, generator=generator)
-        report["verify"] = verify_lorsp_export(prompter, path, images)
-        check = report["verify"]
+    totals = result.totals
+    shown = "once" if result.presentation == "once" else "at every step"
+    print(
+        f"wrote {result.path} ({result.bytes} bytes, {result.format}): {totals['nodes']} nodes, "
+        f"{totals['spiking_neurons']} spiking neurons, {totals['parameters']} parameters, "
+        f"dt={result.dt:g} s, T={result.steps}, inputs presented {shown}, {result.cell}"
+    )
+    if result.verify is not None:
+        check = result.verify
         print(
-            f"verify on {check['images']} random images: spike trains and prompt "
+            f"verify on {check['images']} {args.verify_on} images: spike trains and prompt "
             f"{'match' if check['matches'] else 'DIFFER'} (mismatched spikes "
             f"{check['mismatched_spikes']}, max prompt difference {check['max_prompt_difference']:g})"
         )
-        status = 0 if check["matches"] else 1
-    _write_json(args.json, report)
-    return status
+    write_json(args.json, result.to_dict())
+    return 1 if result.matches is False else 0
 
 
 def _nir_info(args) -> int:
     from exporters.summary import format_summary, summarize_graph
     from exporters.validate import load_nir
+    from lorsp_neuro.errors import LorspError
+    from lorsp_neuro.io import write_json
 
+    if Path(args.file).is_dir():
+        raise LorspError(f"{args.file}: is a directory; give a NIR (HDF5) file")
     summary = summarize_graph(load_nir(args.file))
     print(format_summary(summary, str(args.file)))
-    _write_json(args.json, summary)
+    write_json(args.json, summary)
     return 0
 
 
@@ -84,7 +62,8 @@ def add_commands(subparsers, formatter) -> None:
         "V = value_left @ value_right of the readout in its metadata; lorsp_v1 (lorsp-nir/1): "
         "ON/OFF pixel neurons and alpha. The prompt can be rebuilt from the file alone. "
         "--verify N re-reads the file and checks its spike trains and prompt against the "
-        "prompter on N random images.\n\n"
+        "prompter on N images: seeded random ones, or the run's first test images with "
+        "--verify-on test.\n\n"
         "example:\n  lorsp export runs/lorsp-fmnist -o prompter.nir --verify 4 --json export.json",
         formatter_class=formatter,
     )
@@ -98,10 +77,16 @@ def add_commands(subparsers, formatter) -> None:
         type=integer_at_least(0),
         default=2,
         metavar="N",
-        help="random images to verify on (0: skip)",
+        help="images to verify on (0: skip)",
     )
     p.add_argument(
-        "--seed", type=integer_at_least(0), default=0, help="seed of the verification images"
+        "--verify-on",
+        choices=("random", "test"),
+        default="random",
+        help="verify on seeded uniform random images or on the run's first test images",
+    )
+    p.add_argument(
+        "--seed", type=integer_at_least(0), default=0, help="seed of the random verification images"
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_export)

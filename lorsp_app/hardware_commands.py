@@ -1,30 +1,13 @@
-"""Subcommands ``lorsp cosim``, ``lorsp energy`` and ``lorsp hw-profiles``: parse, call, print."""
+"""Subcommands ``lorsp cosim``, ``energy``, ``hw-profiles`` and ``lava-check``: parse, call, print."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from lorsp_neuro.cli import integer_at_least
+from lorsp_app.arguments import integer_at_least
+from lorsp_neuro.io import write_json
 
 PROFILES_HELP = "hardware profile name, or 'all' (see `lorsp hw-profiles`)"
-
-
-def _write_json(path: str | None, payload: dict) -> None:
-    if path:
-        from lorsp_neuro.checkpoint import atomic_write_json
-
-        atomic_write_json(Path(path), json.loads(json.dumps(payload, default=_json_default)))
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _cosim(args) -> int:
@@ -51,7 +34,7 @@ def _cosim(args) -> int:
             f"T = {report.steps}",
         )
     payload = report.to_dict()
-    _write_json(args.json, payload)
+    write_json(args.json, payload)
     total = report.total
     print(
         f"{report.source}: {report.images} image(s) × {report.steps} steps, torch "
@@ -89,39 +72,29 @@ def _cosim(args) -> int:
 
 
 def _energy(args) -> int:
-    from hardware_sims.cosim import activity
-    from hardware_sims.energy import energy_report, get_profile, load_profiles
-    from hardware_sims.synops import count_synops
+    from hardware_sims.estimate import estimate_energy
 
-    profiles = load_profiles(args.profiles_file)
-    names = list(profiles) if args.profile == "all" else [args.profile]
-    chosen = [get_profile(n, args.profiles_file) for n in names]
-    act = activity(
-        args.source, images=args.images, steps=args.steps, simulator=args.simulator, seed=args.seed
+    estimate = estimate_energy(
+        args.source,
+        images=args.images,
+        profiles=args.profile,
+        steps=args.steps,
+        simulator=args.simulator,
+        seed=args.seed,
+        profiles_file=args.profiles_file,
     )
-    counts = count_synops(act.model, act.spikes, act.inputs)
-    reports = [energy_report(act.graph, counts, p) for p in chosen]
-    payload = {
-        "source": str(args.source),
-        "simulator": act.simulator,
-        "images": counts.images,
-        "steps": counts.steps,
-        "wall_s": act.wall_s,
-        "activity": counts.to_dict(),
-        "profiles": {r.profile: r.to_dict() for r in reports},
-        "sources": {p.name: p.sources for p in chosen},
-    }
-    if len(reports) == 1:
-        payload.update(reports[0].to_dict())
     if args.plot:
         from hardware_sims.plots import energy_bar_plot
 
         energy_bar_plot(
-            reports, args.plot, title=f"{Path(str(args.source)).name}: energy per image"
+            list(estimate.reports.values()),
+            args.plot,
+            title=f"{Path(str(args.source)).name}: energy per image",
         )
-    _write_json(args.json, payload)
+    write_json(args.json, estimate.to_dict())
+    counts, reports = estimate.counts, list(estimate.reports.values())
     print(
-        f"{args.source}: {counts.images} image(s) × {counts.steps} steps ({act.simulator}): "
+        f"{args.source}: {counts.images} image(s) × {counts.steps} steps ({estimate.simulator}): "
         f"{counts.synops_per_image:.6g} SynOps/image ({counts.binary_synops_per_image:.6g} binary, "
         f"{counts.graded_synops_per_image:.6g} graded), {counts.neuron_updates_per_image:.6g} "
         f"neuron updates/image ({counts.active_neuron_updates_per_image:.6g} active), "
@@ -134,16 +107,34 @@ def _energy(args) -> int:
             f"{r.ann_twin_energy_pj / 1e3:.6g} nJ ({r.ann_twin_macs_per_image:.6g} MACs); "
             f"SNN/ANN = {r.snn_over_ann_energy:.3g}"
         )
+    if estimate.backbone_macs_per_image is not None:
+        energies = ", ".join(
+            f"{name} {pj / 1e3:.6g} nJ" for name, pj in estimate.backbone_energy_pj().items()
+        )
+        print(f"  frozen backbone: {estimate.backbone_macs_per_image:.6g} MACs/image ({energies})")
     if args.plot:
         print(f"  plot: {args.plot}")
     return 0
+
+
+def _lava_check(args) -> int:
+    from hardware_sims.smoke import dense_lif_smoke
+
+    report = dense_lif_smoke(steps=args.steps)
+    write_json(args.json, report)
+    print(
+        f"Lava {report['lava_version']} at {report['python']}: Dense → LIF ran {report['steps']} "
+        f"steps in {report['wall_s']:.2f} s, {report['spikes']} spikes, "
+        f"matches the hand-computed Lava equations: {report['matches']}"
+    )
+    return 0 if report["matches"] else 1
 
 
 def _hw_profiles(args) -> int:
     from hardware_sims.energy import ENERGY_FIELDS, load_profiles
 
     profiles = load_profiles(args.profiles_file)
-    _write_json(args.json, {n: p.__dict__ for n, p in profiles.items()})
+    write_json(args.json, {n: p.__dict__ for n, p in profiles.items()})
     for name, p in profiles.items():
         figures = ", ".join(f"{f[:-3]} {getattr(p, f):g}" for f in ENERGY_FIELDS)
         print(f"{name}: {p.description}\n    pJ: {figures}")
@@ -151,6 +142,13 @@ def _hw_profiles(args) -> int:
 
 
 def add_commands(subparsers, formatter) -> None:
+    _add_cosim(subparsers, formatter)
+    _add_energy(subparsers, formatter)
+    _add_hw_profiles(subparsers, formatter)
+    _add_lava_check(subparsers, formatter)
+
+
+def _add_cosim(subparsers, formatter) -> None:
     p = subparsers.add_parser(
         "cosim",
         help="run a prompter (or NIR file) in torch and in Lava and compare spike by spike",
@@ -183,6 +181,8 @@ def add_commands(subparsers, formatter) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_cosim)
 
+
+def _add_energy(subparsers, formatter) -> None:
     p = subparsers.add_parser(
         "energy",
         help="SynOps, neuron updates and energy per image, SNN vs its ANN twin",
@@ -215,6 +215,8 @@ def add_commands(subparsers, formatter) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_energy)
 
+
+def _add_hw_profiles(subparsers, formatter) -> None:
     p = subparsers.add_parser(
         "hw-profiles",
         help="list the hardware energy profiles and their figures",
@@ -226,3 +228,17 @@ def add_commands(subparsers, formatter) -> None:
     p.add_argument("--profiles-file", metavar="JSON", help="extra profiles (same layout)")
     p.add_argument("--json", metavar="FILE", help="also write the profiles as JSON")
     p.set_defaults(handler=_hw_profiles)
+
+
+def _add_lava_check(subparsers, formatter) -> None:
+    p = subparsers.add_parser(
+        "lava-check",
+        help="check the Lava environment with a small Dense → LIF run",
+        description="Run a Dense → LIF network in the Lava environment through the worker and "
+        "compare its spikes with the LIF equations computed here.\n\n"
+        "example:\n  lorsp lava-check --steps 20 --json lava.json",
+        formatter_class=formatter,
+    )
+    p.add_argument("--steps", type=integer_at_least(1), default=20, help="number of time steps")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(handler=_lava_check)

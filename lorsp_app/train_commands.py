@@ -1,4 +1,5 @@
-"""``lorsp train``, ``lorsp eval`` and ``lorsp list``: parse flags, call :mod:`lorsp_neuro.training`.
+"""``lorsp train``, ``lorsp eval`` and ``lorsp list``: parse flags, call :mod:`lorsp_neuro.training`
+and :mod:`lorsp_neuro.evaluation`.
 
 A training config is built in layers, each overriding the one before: the defaults of
 :class:`~lorsp_neuro.run_config.TrainConfig`, the stored ``config.json`` of the run when
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-from lorsp_neuro.cli import integer_at_least
+from lorsp_app.arguments import integer_at_least
+from lorsp_neuro.io import write_json
 
 #: Flag → TrainConfig field, for the plain one-value flags (``None`` = not given).
 _FIELD_FLAGS = {
@@ -81,10 +82,10 @@ def parse_option(text: str) -> tuple[str, Any]:
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` the flags describe (see the module docstring for the layering)."""
     from lorsp_neuro.run_config import TrainConfig, read_config_file
-    from lorsp_neuro.training import read_run_config
+    from lorsp_neuro.runs import is_run_dir, read_run_config
 
     fields: dict[str, Any] = {}
-    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
+    if args.resume and args.out and is_run_dir(args.out):
         fields.update(read_run_config(args.out).to_dict())
     if args.config:
         fields.update(read_config_file(args.config))
@@ -110,13 +111,6 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(fields, args.config or "lorsp train")
 
 
-def _write_json(path: str | None, payload: dict[str, Any]) -> None:
-    if path:
-        from lorsp_neuro.checkpoint import atomic_write_json
-
-        atomic_write_json(Path(path), payload)
-
-
 def _format_metrics(result: dict[str, Any]) -> str:
     def fmt(value):
         return (
@@ -137,7 +131,7 @@ def _train(args) -> int:
     config = config_from_args(args)
     summary = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone reports
-        _write_json(args.json, summary)
+        write_json(args.json, summary)
         where = f" → {config.out}" if config.out else ""
         print(
             f"{config.prompter} on {config.backbone}/{config.dataset} ({config.head}){where}: "
@@ -147,7 +141,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from lorsp_neuro.training import evaluate
+    from lorsp_neuro.evaluation import evaluate
 
     result = evaluate(
         args.run_dir,
@@ -156,7 +150,7 @@ def _eval(args) -> int:
         test_size=args.test_size,
         batch_size=args.batch_size,
     )
-    _write_json(args.json, result)
+    write_json(args.json, result)
     print(
         f"{args.run_dir} ({args.checkpoint}): {_format_metrics(result)} on {result['test_size']} images"
     )
@@ -208,7 +202,7 @@ def _default_of(field) -> Any:
 
 def _list(args) -> int:
     listing = catalogue()
-    _write_json(args.json, listing)
+    write_json(args.json, listing)
     print("prompters (options: --prompter-opt key=value):")
     for name, entry in listing["prompters"].items():
         options = ", ".join(f"{k}={v}" for k, v in entry["options"].items()) or "none"
@@ -286,7 +280,14 @@ def _add_train(subparsers, formatter) -> None:
         help="continue the run in --out from its newest complete checkpoint",
     )
     p.add_argument("--json", metavar="FILE", help="also write the summary to FILE")
-    model = p.add_argument_group("model")
+    _add_model_flags(p.add_argument_group("model"))
+    _add_data_flags(p.add_argument_group("data"))
+    _add_optimisation_flags(p.add_argument_group("optimisation"))
+    _add_run_flags(p.add_argument_group("run"))
+    p.set_defaults(handler=_train)
+
+
+def _add_model_flags(model) -> None:
     model.add_argument(
         "--prompter",
         help="lorsp (v2), lorsp_ann, lor_vp, lor_vp_pruned, vp_pad, full_dense, linear_probe, "
@@ -329,7 +330,9 @@ def _add_train(subparsers, formatter) -> None:
         help="a backbone constructor option (repeatable)",
     )
     model.add_argument("--head", help="lp (linear probe), flm or ilm (frozen label mapping)")
-    data = p.add_argument_group("data")
+
+
+def _add_data_flags(data) -> None:
     data.add_argument("--dataset", help="a dataset name (see lorsp list)")
     data.add_argument("--dataset-path", metavar="DIR", help="where imagefolder/cifar data lies")
     data.add_argument(
@@ -346,7 +349,9 @@ def _add_train(subparsers, formatter) -> None:
     data.add_argument(
         "--image-size", type=int, metavar="PX", help="input side length (default: the backbone's)"
     )
-    budget = p.add_argument_group("optimisation")
+
+
+def _add_optimisation_flags(budget) -> None:
     budget.add_argument("--epochs", type=int)
     budget.add_argument("--batch-size", type=int, help="global batch size")
     budget.add_argument("--eval-batch-size", type=int)
@@ -356,7 +361,9 @@ def _add_train(subparsers, formatter) -> None:
     budget.add_argument("--weight-decay", type=float)
     budget.add_argument("--warmup-steps", type=int)
     budget.add_argument("--max-grad-norm", type=float, help="clip the gradient norm")
-    run = p.add_argument_group("run")
+
+
+def _add_run_flags(run) -> None:
     run.add_argument("--seed", type=int)
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     run.add_argument(
@@ -369,6 +376,5 @@ def _add_train(subparsers, formatter) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show a progress bar",
+        help="show a progress bar (drawn only when stderr is a terminal)",
     )
-    p.set_defaults(handler=_train)

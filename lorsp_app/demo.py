@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -38,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from lorsp_neuro.configs import ConfigError, require_choice, require_float, require_int
+from lorsp_neuro.config_checks import ConfigError, require_choice, require_float, require_int
 from lorsp_neuro.errors import LorspError
+from lorsp_neuro.io import atomic_write_text, write_json
 
 #: Written first into the output folder, so a later demo knows the folder is its own to refresh.
 MARKER_FILE = ".lorsp-demo"
@@ -301,35 +301,15 @@ def _train_both(settings: DemoSettings, out: Path, steps: _Steps, progress: bool
 
 
 def _export(out: Path, settings: DemoSettings) -> dict:
-    import torch
+    from exporters.run_export import export_run
 
-    from exporters.lorsp_export import export_lorsp, lorsp_host, verify_lorsp_export
-    from exporters.summary import summarize_graph
-    from exporters.validate import load_nir, write_nir
-    from lorsp_neuro.training import _load_splits, load_run, model_image_size
-
-    run_dir = out / OUTPUTS["runs"] / "lorsp"
-    model, config = load_run(run_dir, device="cpu")
-    path = write_nir(export_lorsp(model.prompter), out / OUTPUTS["nir"])
-    summary = summarize_graph(load_nir(path))
-    test = _load_splits(config, model_image_size(model)).test
-    images, _ = test.batch(slice(0, min(4, len(test))))
-    check = verify_lorsp_export(model.prompter, path, images.to(torch.float64))
-    host = lorsp_host(load_nir(path))
-    return {
-        "file": str(path),
-        "bytes": path.stat().st_size,
-        "totals": summary["totals"],
-        "dt": summary["metadata"]["dt"],
-        "format": host.format,
-        "steps": host.steps,
-        "presentation": host.presentation,
-        "grid": getattr(host, "grid", None),
-        "inputs": host.inputs,
-        "outputs": host.outputs,
-        "nodes": [(n["name"], n["type"]) for n in summary["nodes"]],
-        "verify_on_test_images": check,
-    }
+    result = export_run(
+        out / OUTPUTS["runs"] / "lorsp",
+        out / OUTPUTS["nir"],
+        verify=min(4, settings.test_size),
+        verify_on="test",
+    )
+    return result.to_dict()
 
 
 def _cosim(out: Path, settings: DemoSettings) -> dict:
@@ -353,38 +333,20 @@ def _cosim(out: Path, settings: DemoSettings) -> dict:
 
 
 def _energy(out: Path, settings: DemoSettings) -> dict:
-    from hardware_sims.cosim import activity
-    from hardware_sims.energy import energy_report, get_profile
-    from hardware_sims.energy_study import backbone_macs
+    from hardware_sims.estimate import estimate_energy
     from hardware_sims.plots import energy_bar_plot
-    from hardware_sims.synops import count_synops
-    from lorsp_neuro.training import load_run
 
-    run_dir = out / OUTPUTS["runs"] / "lorsp"
-    profiles = [get_profile(name) for name in settings.profiles]
-    act = activity(run_dir, images=settings.energy_images)
-    counts = count_synops(act.model, act.spikes, act.inputs)
-    reports = [energy_report(act.graph, counts, profile) for profile in profiles]
-    energy_bar_plot(
-        reports,
-        out / OUTPUTS["energy_plot"],
-        title=f"lorsp prompter: energy per image ({counts.images} test images)",
+    estimate = estimate_energy(
+        out / OUTPUTS["runs"] / "lorsp", images=settings.energy_images, profiles=settings.profiles
     )
-    model, _ = load_run(run_dir, device="cpu")
-    backbone = backbone_macs(model.backbone, model.prompter.image_size)["total"]
-    return {
-        "simulator": act.simulator,
-        "images": counts.images,
-        "steps": counts.steps,
-        "activity": counts.to_dict(),
-        "profiles": {r.profile: r.to_dict() for r in reports},
-        "backbone": {
-            "name": settings.backbone,
-            "macs_per_image": backbone,
-            "energy_per_image_pj": {p.name: backbone * p.mac_pj for p in profiles},
-        },
-        "sources": {p.name: p.sources for p in profiles},
-    }
+    energy_bar_plot(
+        list(estimate.reports.values()),
+        out / OUTPUTS["energy_plot"],
+        title=f"lorsp prompter: energy per image ({estimate.images} test images)",
+    )
+    energy = estimate.to_dict()
+    energy["backbone"]["name"] = settings.backbone
+    return energy
 
 
 def _pictures(out: Path, settings: DemoSettings, progress: bool) -> dict:
@@ -409,24 +371,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    from lorsp_neuro.checkpoint import atomic_write_json
-
-    atomic_write_json(Path(path), json.loads(json.dumps(payload, default=_json_default)))
 
 
 def _run_numbers(summary: dict) -> dict:
@@ -457,7 +401,7 @@ def build_report(
         "distinct_prompts": {p: summaries[p]["distinct_prompts"] for p in PROMPTERS},
         "gate_firing_rate": lorsp["gate_firing_rate"],
         "pixel_firing_rate": lorsp["pixel_firing_rate"],
-        "export_matches": export["verify_on_test_images"]["matches"],
+        "export_matches": export["verify"]["matches"],
         "spike_agreement": total["spike_agreement"],
         "mismatched_spikes": total["mismatched_spikes"],
         "cosim_neuron_steps": total["neuron_steps"],
@@ -509,6 +453,21 @@ def _percent(value: float | None) -> str:
 
 def format_report(report: dict) -> str:
     """The short text report ``lorsp demo`` prints (and ``report.md`` holds)."""
+    return "\n".join(
+        [
+            *_format_runs(report),
+            "",
+            _format_export(report),
+            _format_cosim(report),
+            *_format_energy(report),
+            "",
+            *_format_files(report),
+        ]
+    )
+
+
+def _format_runs(report: dict) -> list[str]:
+    """The title line and the table of the two training runs."""
     s = report["settings"]
     runs = report["runs"]
     seconds = report["wall_s"]["total"]
@@ -525,7 +484,8 @@ def format_report(report: dict) -> str:
         return f"| {label:26} | {values[0]:>15} | {values[1]:>15} |"
 
     test_size = runs["lorsp"]["budget"]["test_size"]
-    lines += [
+    return [
+        *lines,
         row(f"prompt (rank {s['rank']} values V)", ("V ⊙ ρ(x)", "V")),
         row(
             f"test accuracy ({test_size} img)",
@@ -542,14 +502,16 @@ def format_report(report: dict) -> str:
                 "—",
             ),
         ),
-        "",
     ]
+
+
+def _format_export(report: dict) -> str:
     export = report["export"]
-    check = export["verify_on_test_images"]
+    check = export["verify"]
     totals = export["totals"]
     presented = "once, at step 0" if export["presentation"] == "once" else "at every step"
     grid = f"a {export['grid']}×{export['grid']} grid of" if export.get("grid") else "one per"
-    lines.append(
+    return (
         f"NIR export ({export['format']}): {totals['nodes']} nodes, "
         f"{totals['spiking_neurons']:,} spiking neurons ({grid} pixel and channel, plus the "
         f"gates), {totals['parameters']:,} stored values, dt = {export['dt']:g} s, "
@@ -559,10 +521,13 @@ def format_report(report: dict) -> str:
         + ", ".join(f"{role} {n}" for role, n in check["mismatched_spikes"].items())
         + ")"
     )
+
+
+def _format_cosim(report: dict) -> str:
     cosim = report["cosim"]
     synops = report["synops_per_image"]
     prompt_diff = report["lava_prompt_max_abs_diff"]
-    lines.append(
+    return (
         f"Lava {cosim['lava'].get('lava_version')} (float) vs Norse on {cosim['images']} test "
         f"images × {cosim['steps']} steps: spike agreement {report['spike_agreement']:.6f} "
         f"({report['mismatched_spikes']:,} of {report['cosim_neuron_steps']:,} neuron-steps "
@@ -570,9 +535,12 @@ def format_report(report: dict) -> str:
         f"prompt from Lava's spikes: max |Δp| "
         f"{'n/a' if prompt_diff is None else f'{prompt_diff:.3g}'}"
     )
+
+
+def _format_energy(report: dict) -> list[str]:
     energy = report["energy"]
     activity = energy["activity"]
-    lines.append(
+    lines = [
         f"Energy per image ({energy['images']} test images, spikes from {energy['simulator']}): "
         f"{activity['synops_per_image']:,.0f} SynOps ({activity['binary_synops_per_image']:,.0f} "
         f"from spikes, {activity['graded_synops_per_image']:,.0f} graded inputs), "
@@ -581,7 +549,7 @@ def format_report(report: dict) -> str:
         f"({activity['active_neuron_updates_per_image']:,.0f} active); the ANN twin "
         f"(lorsp_ann, clipped ReLUs, one pass) costs "
         f"{next(iter(energy['profiles'].values()))['ann_twin_macs_per_image']:,.0f} MACs:"
-    )
+    ]
     for name, value in report["energy_per_image_nj"].items():
         lines.append(
             f"  {name:>8}: SNN {value['snn']:,.1f} nJ  vs  ANN twin {value['ann_twin']:,.1f} nJ  "
@@ -590,10 +558,13 @@ def format_report(report: dict) -> str:
         )
     backbone = energy["backbone"]
     lines.append(
-        f"  (the backbone, {backbone['name']} at {s['image_size']} px: "
+        f"  (the backbone, {backbone['name']} at {report['settings']['image_size']} px: "
         f"{backbone['macs_per_image'] / 1e6:,.1f} M MACs per image on conventional hardware)"
     )
-    lines += ["", "Files:"]
+    return lines
+
+
+def _format_files(report: dict) -> list[str]:
     files = report["files"]
     described = (
         ("run_lorsp", "lorsp training run"),
@@ -610,8 +581,7 @@ def format_report(report: dict) -> str:
         ("report_json", "this report, in full"),
         ("report_md", "this report, as text"),
     )
-    lines += [f"  {files[key]:<44} {what}" for key, what in described]
-    return "\n".join(lines)
+    return ["Files:"] + [f"  {files[key]:<44} {what}" for key, what in described]
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,29 +609,27 @@ def run_demo(
     summaries = _train_both(settings, out, steps, progress)
     with steps.step("export", str(out / OUTPUTS["nir"]), ticker=True):
         export = _export(out, settings)
-        _write_json(out / OUTPUTS["export"], export)
+        write_json(out / OUTPUTS["export"], export)
     with steps.step(
         "cosim", f"{settings.cosim_images} test images in the Lava worker", ticker=True
     ):
         cosim = _cosim(out, settings)
-        _write_json(out / OUTPUTS["cosim"], cosim)
+        write_json(out / OUTPUTS["cosim"], cosim)
     with steps.step(
         "energy",
         f"{settings.energy_images} test images, profiles {', '.join(settings.profiles)}",
         ticker=True,
     ):
         energy = _energy(out, settings)
-        _write_json(out / OUTPUTS["energy"], energy)
+        write_json(out / OUTPUTS["energy"], energy)
     with steps.step("pictures", f"{settings.picture_images} test images + the test split"):
         pictures = _pictures(out, settings, progress)
     seconds = {**steps.seconds, "total": time.perf_counter() - started}
     report = build_report(settings, out, summaries, export, cosim, energy, pictures, seconds)
-    _write_json(out / OUTPUTS["report_json"], report)
+    write_json(out / OUTPUTS["report_json"], report)
     text = format_report(report)
-    from lorsp_neuro.checkpoint import atomic_write_bytes
-
     markdown = f"# LoRSP demo report\n\n```text\n{text}\n```\n"
-    atomic_write_bytes(out / OUTPUTS["report_md"], markdown.encode())
+    atomic_write_text(out / OUTPUTS["report_md"], markdown)
     if json_path is not None:
-        _write_json(Path(json_path), report)
+        write_json(Path(json_path), report)
     return report
