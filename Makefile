@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMPS := .venv/.lorsp-setup .venv-lava/.lorsp-setup
 DEMO_OUT ?= demo_out
 
-.PHONY: setup test test-fast demo bench lint format clean
+.PHONY: setup test test-fast demo bench bench-full lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,9 @@ demo: setup
 
 bench: setup
 	$(PY) -m benchmarks.run_all
+
+bench-full: setup
+	$(PY) -m benchmarks.run_all --extended
 
 lint: setup
 	.venv/bin/ruff check .

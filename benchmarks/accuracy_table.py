@@ -54,7 +54,9 @@ from benchmarks.bench_common import (
     machine_info,
     mean_std,
     now_iso,
+    paired_difference,
     render_accuracy,
+    split_variant,
     write_report,
 )
 from lorsp_app.train_commands import parse_option
@@ -80,6 +82,9 @@ class DatasetBudget:
     test_size: int
     epochs: int
     options: dict[str, Any] = field(default_factory=dict)
+    #: A secondary dataset: rendered apart with ``note``, never given the paired seeds.
+    secondary: bool = False
+    note: str = ""
 
     def steps(self, batch_size: int) -> int:
         return math.ceil(self.train_size / batch_size) * self.epochs
@@ -108,13 +113,25 @@ class Settings:
     jobs: int = 2
     #: Prompter options changed from the registry defaults, for every run of the table.
     prompter_options: dict[str, Any] = field(default_factory=dict)
+    #: ``(method, baseline)`` rows compared seed by seed (paired differences, 95 % interval).
+    comparisons: tuple[tuple[str, str], ...] = (("lorsp", "lor_vp"),)
+    #: Extra seeds for the rows of ``comparisons`` (primary datasets only): the paired
+    #: statistics get ``seeds + paired_seeds``, the other rows ``seeds``.
+    paired_seeds: tuple[int, ...] = ()
+    #: What the table is, for its heading in the README (the mode's name when empty).
+    title: str = ""
 
     def __post_init__(self):
         if not self.seeds:
             raise BenchmarkError("Settings.seeds: at least one seed is needed")
-        unknown = sorted(set(self.prompters) - set(PROMPTERS))
-        if unknown:
-            raise BenchmarkError(f"Settings.prompters: unknown {unknown}; known: {PROMPTERS}")
+        for label in self.prompters:
+            split_variant(label)  # an unknown prompter or a malformed option names the row
+        for pair in self.comparisons:
+            missing = [label for label in pair if label not in self.prompters]
+            if missing:
+                raise BenchmarkError(
+                    f"Settings.comparisons {pair}: {missing} not among the rows {self.prompters}"
+                )
         for budget in self.datasets:
             if self.energy_images > budget.test_size:
                 raise BenchmarkError(
@@ -124,26 +141,106 @@ class Settings:
         if self.jobs < 1:
             raise BenchmarkError(f"Settings.jobs must be >= 1, got {self.jobs}")
 
+    def compared_rows(self) -> set[str]:
+        return {label for pair in self.comparisons for label in pair}
+
+    def row_seeds(self, label: str, budget: DatasetBudget) -> tuple[int, ...]:
+        """The seeds row ``label`` trains on ``budget``: the paired seeds too for a compared row
+        of a primary dataset."""
+        if label in self.compared_rows() and not budget.secondary:
+            return tuple(dict.fromkeys(self.seeds + self.paired_seeds))
+        return self.seeds
+
 
 # Texture patches of 32 px: 3 × 256 = 768 images, all of them used (no official test split).
 _TEXTURES_32 = {"patch_size": 32}
+TEXTURES_NOTE = (
+    "Secondary: 192 test images of 3 classes (every 32 px patch of the three 512 px textures is "
+    "used), so one image is 0.5 points and the seed spread (several points) exceeds the gaps "
+    "between methods; a sanity check, not a ranking."
+)
+#: The headline datasets: prompting matters on both, ≥ 2,000 test images resolve differences
+#: of about a point; the same number of optimizer steps (500 of 32) on each.
+FASHION_MNIST = DatasetBudget(
+    "fashion_mnist", train_size=4000, val_size=500, test_size=2000, epochs=4
+)
+MNIST5K = DatasetBudget("mnist5k", train_size=2500, val_size=500, test_size=2000, epochs=6)
+TEXTURES = DatasetBudget(
+    "textures", 512, 64, 192, epochs=12, options=_TEXTURES_32, secondary=True, note=TEXTURES_NOTE
+)
+HEADLINE_SEEDS, PAIRED_SEEDS = (0, 1, 2), (3, 4)
 
 SETTINGS: dict[str, Settings] = {
-    # Measured: see docs/benchmarks.md (36 runs, both datasets, in one make bench).
+    # make bench (≤ 60 min on 2 cores with the other stages; measured: docs/benchmarks.md).
     "default": Settings(
         mode="default",
-        datasets=(
-            DatasetBudget("fashion_mnist", train_size=4000, val_size=500, test_size=2000, epochs=4),
-            DatasetBudget("textures", 512, 64, 192, epochs=12, options=_TEXTURES_32),
+        title="Headline: EfficientNet-Lite0, 32 px, frozen label mapping",
+        datasets=(FASHION_MNIST, MNIST5K, TEXTURES),
+        seeds=HEADLINE_SEEDS,
+        paired_seeds=PAIRED_SEEDS,
+    ),
+    # make bench: the leading methods with the second frozen head (label mapping refitted
+    # every epoch).
+    "ilm": Settings(
+        mode="ilm",
+        title="Second head: iterative label mapping (`ilm`), the leading methods",
+        datasets=(FASHION_MNIST, MNIST5K),
+        seeds=HEADLINE_SEEDS,
+        prompters=("lor_vp", "lorsp"),
+        head="ilm",
+    ),
+    # make bench-full: twice the resolution (Lite0's last feature map 2×2 instead of 1×1),
+    # the grid option, and the sparse pair at s* = 0.9.
+    "64px": Settings(
+        mode="64px",
+        title="Resolution: 64 px",
+        datasets=(FASHION_MNIST,),
+        seeds=HEADLINE_SEEDS,
+        image_size=64,
+        prompters=(
+            "linear_probe",
+            "lor_vp",
+            "lor_vp_pruned@target_sparsity=0.9",
+            "lorsp",
+            "lorsp@target_sparsity=0.9",
+            "lorsp@grid=8",
         ),
-        seeds=(0, 1, 2),
+        comparisons=(
+            ("lorsp", "lor_vp"),
+            ("lorsp@grid=8", "lor_vp"),
+            ("lorsp@target_sparsity=0.9", "lor_vp_pruned@target_sparsity=0.9"),
+        ),
+    ),
+    # make bench-full: the backbone's native resolution once, on a small step budget.
+    "224px": Settings(
+        mode="224px",
+        title="Native resolution: 224 px, one seed, a small budget",
+        datasets=(DatasetBudget("fashion_mnist", 1000, 250, 1000, epochs=2),),
+        seeds=(0,),
+        image_size=224,
+        batch_size=16,
+        eval_batch_size=50,
+        energy_images=8,
+        prompters=("lor_vp", "lorsp"),
+    ),
+    # make bench-full: the headline comparison through a second, larger network.
+    "lite2": Settings(
+        mode="lite2",
+        title="Second backbone: EfficientNet-Lite2 (ImageNet weights, offline), 32 px",
+        datasets=(FASHION_MNIST, MNIST5K),
+        seeds=HEADLINE_SEEDS,
+        paired_seeds=PAIRED_SEEDS,
+        backbone="efficientnet_lite2",
+        prompters=("linear_probe", "lor_vp", "lorsp"),
     ),
     # A GPU host: the backbone's native 224 px, ten times the images, five seeds.
     "full": Settings(
         mode="full",
+        title="GPU host: 224 px",
         datasets=(
             DatasetBudget("fashion_mnist", 40000, 5000, 10000, epochs=10),
-            DatasetBudget("textures", 512, 64, 192, epochs=40, options=_TEXTURES_32),
+            DatasetBudget("mnist5k", 2500, 500, 2000, epochs=20),
+            replace(TEXTURES, epochs=40),
         ),
         seeds=(0, 1, 2, 3, 4),
         image_size=224,
@@ -158,7 +255,9 @@ SETTINGS: dict[str, Settings] = {
         mode="smoke",
         datasets=(
             DatasetBudget("fashion_mnist", 16, 8, 8, epochs=1),
-            DatasetBudget("textures", 16, 8, 8, epochs=1, options=_TEXTURES_32),
+            DatasetBudget(
+                "textures", 16, 8, 8, epochs=1, options=_TEXTURES_32, secondary=True, note="smoke"
+            ),
         ),
         seeds=(0, 1),
         image_size=16,
@@ -167,6 +266,8 @@ SETTINGS: dict[str, Settings] = {
         jobs=1,
     ),
 }
+#: The tables ``--table`` selects (``full`` and ``smoke`` have their own flags).
+TABLES = tuple(name for name in SETTINGS if name not in ("full", "smoke"))
 
 #: Summary fields copied into every run entry of the JSON.
 SUMMARY_FIELDS = HEADLINE_FIELDS
@@ -310,13 +411,18 @@ def make_job(
     labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One job for :func:`run_one`: the run's config, its directory (named by the config), how
-    many test images to cost its energy on (0: none), and labels copied into its entry."""
-    config = run_config(settings, budget, prompter, seed, options)
+    many test images to cost its energy on (0: none), and labels copied into its entry.
+
+    ``prompter`` is a table row's label (``"lorsp@grid=8"``, see
+    :func:`~benchmarks.bench_common.split_variant`); ``options`` override the label's. The
+    entry's ``row`` is the label."""
+    name, row_options = split_variant(prompter)
+    config = run_config(settings, budget, name, seed, {**row_options, **(options or {})})
     return {
         "config": config,
         "out": str(run_directory(runs_dir, config)),
         "energy_images": energy_images,
-        "labels": labels or {},
+        "labels": {"row": prompter, **(labels or {})},
     }
 
 
@@ -368,7 +474,9 @@ def aggregate(runs: list[dict], settings: Settings) -> list[dict]:
             done = [
                 r
                 for r in runs
-                if r["dataset"] == budget.name and r["prompter"] == prompter and "error" not in r
+                if r["dataset"] == budget.name
+                and r.get("row", r["prompter"]) == prompter
+                and "error" not in r
             ]
             if not done:
                 continue
@@ -417,6 +525,32 @@ def aggregate(runs: list[dict], settings: Settings) -> list[dict]:
     return rows
 
 
+def paired_comparisons(runs: list[dict], settings: Settings) -> list[dict]:
+    """Per primary dataset and ``(method, baseline)`` of :attr:`Settings.comparisons`: test
+    accuracy ``method − baseline`` seed by seed, its mean, 95 % t-interval and verdict."""
+    out = []
+    for budget in settings.datasets:
+        if budget.secondary:
+            continue
+        for method, baseline in settings.comparisons:
+            accuracy = [
+                {
+                    r["seed"]: r["test_accuracy"]
+                    for r in runs
+                    if r["dataset"] == budget.name
+                    and r.get("row", r["prompter"]) == label
+                    and "error" not in r
+                }
+                for label in (method, baseline)
+            ]
+            paired = paired_difference(*accuracy)
+            if paired:
+                out.append(
+                    {"dataset": budget.name, "method": method, "baseline": baseline, **paired}
+                )
+    return out
+
+
 def dataset_budgets(runs: list[dict], settings: Settings) -> dict[str, dict]:
     """The budget each dataset actually ran with (from a finished run's summary), by name."""
     out = {}
@@ -436,7 +570,12 @@ def dataset_budgets(runs: list[dict], settings: Settings) -> dict[str, dict]:
         info = {**planned, **(ran or {})}
         info["steps_per_epoch"] = info["steps"] // info["epochs"]
         info["train_images_seen"] = info.get("train_images_seen", budget.train_size * budget.epochs)
-        out[budget.name] = {"budget": info, "options": dict(budget.options)}
+        out[budget.name] = {
+            "budget": info,
+            "options": dict(budget.options),
+            "secondary": budget.secondary,
+            "note": budget.note,
+        }
     return out
 
 
@@ -448,7 +587,10 @@ def build_report(
 ) -> dict[str, Any]:
     from hardware_sims.energy import get_profile
 
-    runs = sorted(runs, key=lambda r: (r["dataset"], PROMPTERS.index(r["prompter"]), r["seed"]))
+    order = {label: i for i, label in enumerate(settings.prompters)}
+    runs = sorted(
+        runs, key=lambda r: (r["dataset"], order.get(r.get("row"), len(order)), r["seed"])
+    )
     return {
         "benchmark": "accuracy",
         "schema_version": SCHEMA_VERSION,
@@ -462,6 +604,7 @@ def build_report(
         "datasets": dataset_budgets(runs, settings),
         "runs": runs,
         "rows": aggregate(runs, settings),
+        "paired": paired_comparisons(runs, settings),
         "failures": [r for r in runs if "error" in r],
         "all_runs_trained_in_this_call": not any(r.get("reused") for r in runs),
         "wall_seconds": wall,
@@ -491,10 +634,10 @@ def run_benchmark(
     """Train every (dataset, prompter, seed), write the JSON after each finished run."""
     started, started_at = time.perf_counter(), now_iso()
     jobs = [
-        make_job(settings, budget, prompter, seed, runs_dir, energy_images=settings.energy_images)
+        make_job(settings, budget, label, seed, runs_dir, energy_images=settings.energy_images)
         for budget in settings.datasets
-        for seed in settings.seeds
-        for prompter in settings.prompters
+        for label in settings.prompters
+        for seed in settings.row_seeds(label, budget)
     ]
     # The slowest prompters first, so that two workers finish at about the same time.
     cost = {"lorsp_v1": 0, "lorsp": 1, "lorsp_ann": 1, "full_dense": 2, "lor_vp": 2, "vp_pad": 2}
@@ -512,7 +655,7 @@ def run_benchmark(
             write_report(
                 json_path, build_report(settings, runs, time.perf_counter() - started, started_at)
             )
-        what = f"{entry['dataset']}/{entry['prompter']}/seed {entry['seed']}"
+        what = f"{entry['dataset']}/{entry['row']}/seed {entry['seed']}"
         if "error" in entry:
             log(f"[{len(runs)}/{len(jobs)}] {what}: FAILED: {entry['error']}")
         else:
@@ -534,11 +677,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--table",
+        choices=TABLES,
+        default="default",
+        help="which table: the headline (default), ilm, 64px, 224px or lite2",
+    )
     mode.add_argument("--full", action="store_true", help="larger settings for a GPU host")
     mode.add_argument("--smoke", action="store_true", help="seconds-long settings for tests")
-    p.add_argument("--head", choices=("lp", "flm", "ilm"), help="head (default: flm)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2)")
-    p.add_argument("--prompters", nargs="+", choices=PROMPTERS, help="a subset of the prompters")
+    p.add_argument("--head", choices=("lp", "flm", "ilm"), help="head (default: the table's)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the table's)")
+    p.add_argument(
+        "--paired-seeds",
+        type=int,
+        nargs="*",
+        help="extra seeds of the compared rows (default: the table's; none: no extra seeds)",
+    )
+    p.add_argument(
+        "--prompters",
+        nargs="+",
+        metavar="ROW",
+        help=f"table rows: prompters of {PROMPTERS}, optionally with options, e.g. lorsp@grid=8",
+    )
     p.add_argument("--datasets", nargs="+", help="a subset of the datasets (by name)")
     p.add_argument("--jobs", type=int, help="training processes in parallel (default: 2 on CPU)")
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")
@@ -568,14 +728,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = SETTINGS["full" if args.full else "smoke" if args.smoke else "default"]
-    changes = {}
+    settings = SETTINGS["full" if args.full else "smoke" if args.smoke else args.table]
+    changes: dict[str, Any] = {}
     if args.head:
         changes["head"] = args.head
     if args.seeds:
         changes["seeds"] = tuple(args.seeds)
+    if args.paired_seeds is not None:
+        changes["paired_seeds"] = tuple(args.paired_seeds)
     if args.prompters:
-        changes["prompters"] = tuple(p for p in PROMPTERS if p in args.prompters)
+        changes["prompters"] = tuple(dict.fromkeys(args.prompters))
+        changes["comparisons"] = tuple(
+            pair for pair in settings.comparisons if set(pair) <= set(args.prompters)
+        )
     if args.jobs:
         changes["jobs"] = args.jobs
     if args.prompter_opt:
@@ -606,8 +771,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{budget.name}: {budget.train_size} train / {budget.val_size} val / "
                 f"{budget.test_size} test at {settings.image_size} px, {budget.epochs} epochs, "
                 f"{budget.steps(settings.batch_size)} steps of {settings.batch_size}; "
-                f"{len(settings.prompters)} prompters × {len(settings.seeds)} seeds, head "
-                f"{settings.head}",
+                f"{len(settings.prompters)} rows × {len(settings.seeds)} seeds"
+                + (
+                    f" (+{len(settings.paired_seeds)} for the compared rows)"
+                    if settings.paired_seeds and not budget.secondary
+                    else ""
+                )
+                + f", head {settings.head}",
                 flush=True,
             )
         if settings.prompter_options:

@@ -29,15 +29,108 @@ SCHEMA_VERSION = 1
 
 #: The prompters a table may hold, in table order (no prompt first, LoRSP v2, then v1, the
 #: design v2 replaced).
-PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp", "lorsp_v1")
+PROMPTERS = (
+    "linear_probe",
+    "vp_pad",
+    "full_dense",
+    "lor_vp",
+    "lor_vp_pruned",
+    "lorsp_ann",
+    "lorsp",
+    "lorsp_v1",
+)
 #: What ``make bench`` trains: all but v1, whose table (same settings) is reproduced with
 #: ``accuracy_table.py --prompters lorsp_v1`` and cited in the README; it keeps make bench
 #: within its hour on 2 cores.
-TABLE_PROMPTERS = PROMPTERS[:-1]
+TABLE_PROMPTERS = ("linear_probe", "vp_pad", "full_dense", "lor_vp", "lorsp_ann", "lorsp")
+#: Separates a table row's prompter from its options: ``lorsp@grid=8,rank=2``.
+VARIANT_SEPARATOR = "@"
 
 
 class BenchmarkError(LorspError):
     """A benchmark cannot run or its report is malformed; the message names file and field."""
+
+
+def split_variant(label: str) -> tuple[str, dict[str, Any]]:
+    """A table row's label → ``(prompter, options)``: ``"lorsp@grid=8"`` → ``("lorsp",
+    {"grid": 8})``; values are read as YAML (``8``, ``0.9``, ``true``). A label without ``@`` is
+    the prompter at its registry defaults. Unknown prompters are a :class:`BenchmarkError`."""
+    import yaml
+
+    prompter, _, spec = label.partition(VARIANT_SEPARATOR)
+    if prompter not in PROMPTERS:
+        raise BenchmarkError(
+            f"table row {label!r}: unknown prompter {prompter!r}; known: {PROMPTERS}"
+        )
+    options: dict[str, Any] = {}
+    for item in filter(None, spec.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchmarkError(f"table row {label!r}: expected key=value after '@', got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return prompter, options
+
+
+# --------------------------------------------------------------------------------------------
+# Paired statistics
+
+
+def t_interval(differences: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval of paired differences (``nan`` width for n < 2)."""
+    import statistics
+
+    from scipy import stats
+
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float | None, high: float | None) -> str:
+    """What a paired interval says: 'better' / 'worse' only when it excludes zero."""
+    if low is None or high is None or math.isnan(low):
+        return "too few seeds"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "no detectable difference"
+
+
+def paired_difference(
+    method: dict[int, float], baseline: dict[int, float]
+) -> dict[str, Any] | None:
+    """``method − baseline`` seed by seed over the seeds both have (same split, same data order):
+    the differences, their mean and 95 % t-interval, the seeds won and the verdict."""
+    shared = sorted(set(method) & set(baseline))
+    if not shared:
+        return None
+    differences = [method[s] - baseline[s] for s in shared]
+    mean, low, high = t_interval(differences)
+    return {
+        "seeds": shared,
+        "differences": differences,
+        "mean": mean,
+        "ci95": [low, high],
+        "wins": sum(d > 0 for d in differences),
+        "verdict": verdict(low, high),
+    }
+
+
+def paired_text(paired: dict[str, Any]) -> str:
+    """``+1.2 points (95 % CI −0.3 … +2.7; 4/5 seeds won): no detectable difference``."""
+    low, high = paired["ci95"]
+
+    def signed(value: float | None) -> str:
+        return "–" if value is None or math.isnan(value) else f"{100 * value:+.1f}"
+
+    return (
+        f"{signed(paired['mean'])} points (95 % CI {signed(low)} … {signed(high)}; "
+        f"{paired['wins']}/{len(paired['differences'])} seeds won): **{paired['verdict']}**"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,12 +472,21 @@ def _cost(report: dict[str, Any], entries: list[dict[str, Any]] | None = None) -
     return f"{wall}, {cpu / 60:.0f} CPU-min (≥ {cpu / 60 / jobs:.0f} min on {jobs} idle cores)"
 
 
+def _paired_seeds(settings: dict[str, Any]) -> str:
+    extra = settings.get("paired_seeds") or []
+    if not extra:
+        return ""
+    rows = sorted({label for pair in settings.get("comparisons", []) for label in pair})
+    compared = ", ".join(f"`{label}`" for label in rows)
+    return f" (and {', '.join(map(str, extra))} for {compared} on the primary datasets)"
+
+
 def render_accuracy(report: dict[str, Any]) -> str:
     s = report["settings"]
     parts = [
         f"Frozen `{s['backbone']}` ({'ImageNet weights' if s['pretrained'] else 'random weights'}), "
-        f"head `{s['head']}`, seeds {', '.join(map(str, s['seeds']))} (a seed sets the "
-        f"initialisation, the data order and the split), batch {s['batch_size']}, learning rates "
+        f"head `{s['head']}`, seeds {', '.join(map(str, s['seeds']))}{_paired_seeds(s)} (a "
+        f"seed sets the initialisation, the data order and the split), batch {s['batch_size']}, learning rates "
         f"{s['lr']:g} base / {s['prompt_lr']:g} prompt / {s['head_lr']:g} head, cosine decay. "
         f"Test accuracy of the checkpoint best on validation. Sparsity: fraction of prompt pixels "
         f"exactly 0 over the test set. SynOps and energy from the trained `lorsp` spikes on "
@@ -396,9 +498,21 @@ def render_accuracy(report: dict[str, Any]) -> str:
     if changed:
         options = ", ".join(f"`{name}={value}`" for name, value in changed.items())
         parts[0] += f" Prompter options changed from the registry defaults: {options}."
+    paired = report.get("paired") or []
     for dataset, info in report["datasets"].items():
-        parts.append(budget_line(dataset, info["budget"]))
+        line = budget_line(dataset, info["budget"])
+        if info.get("secondary"):
+            line += f". {info.get('note') or 'Secondary.'}"
+        parts.append(line)
         parts.append(table(ACCURACY_HEADER, accuracy_rows(report, dataset)))
+        comparisons = [p for p in paired if p["dataset"] == dataset]
+        if comparisons:
+            parts.append(
+                "Paired over the same seeds (same split and data order), test accuracy:\n\n"
+                + "\n".join(
+                    f"- `{p['method']}` − `{p['baseline']}`: {paired_text(p)}" for p in comparisons
+                )
+            )
     return "\n\n".join(parts)
 
 
@@ -519,24 +633,27 @@ GPU_HEADER = ("method", "median step", "images / s", "× backbone", "peak CUDA m
 
 def render_gpu(report: dict[str, Any]) -> str:
     s = report["settings"]
-    entry = report["step_time"][0]
-    base = entry["methods"]["backbone"]["median_s"]
-    rows = [
-        [
-            f"`{name}`",
-            f"{m['median_s'] * 1e3:,.1f} ms",
-            f"{m['images_per_second']:,.0f}",
-            f"{m['median_s'] / base:.2f}",
-            "–" if m.get("peak_memory_mib") is None else f"{m['peak_memory_mib']:,.0f} MiB",
+    parts = []
+    for entry in report["step_time"]:
+        base = entry["methods"]["backbone"]["median_s"]
+        rows = [
+            [
+                f"`{name}`",
+                f"{m['median_s'] * 1e3:,.1f} ms",
+                f"{m['images_per_second']:,.0f}",
+                f"{m['median_s'] / base:.2f}",
+                "–" if m.get("peak_memory_mib") is None else f"{m['peak_memory_mib']:,.0f} MiB",
+            ]
+            for name, m in entry["methods"].items()
         ]
-        for name, m in entry["methods"].items()
-    ]
-    head = (
-        f"`{s['backbone']}` (random weights) at {entry['image_size']} px, batch "
-        f"{entry['batch_size']}, {s['device_name']}, AMP {'on' if s['amp'] else 'off'}, "
-        f"{s['reps']} interleaved repetitions, median."
-    )
-    return head + "\n\n" + table(GPU_HEADER, rows)
+        backbone = entry.get("backbone") or s.get("backbone")
+        parts.append(
+            f"`{backbone}` (random weights) at {entry['image_size']} px, batch "
+            f"{entry['batch_size']}, {s['device_name']}, AMP {'on' if s['amp'] else 'off'}, "
+            f"{s['reps']} interleaved repetitions, median."
+        )
+        parts.append(table(GPU_HEADER, rows))
+    return "\n\n".join(parts)
 
 
 FRONTIER_HEADER = (

@@ -8,8 +8,9 @@ than the same values made sparse by a fixed mask. At each target sparsity s* in 
 - ``lor_vp_pruned`` with ``target_sparsity = s*`` (LoR-VP whose smallest-|P| entries are zeroed by
   a mask fixed at mid-training: the fair baseline, same values, same budget),
 
-are trained on the same seeds, splits and data order as the accuracy table (same settings, and
-runs shared through ``benchmarks/runs/accuracy/``), plus the two dense references: ``lorsp`` at its
+are trained on the same seeds (the accuracy table's seeds and paired seeds: five), splits and
+data order as the accuracy table (same settings, and runs shared through
+``benchmarks/runs/accuracy/``), plus the two dense references: ``lorsp`` at its
 natural sparsity and plain ``lor_vp``. Per target the report pairs the two methods seed by seed:
 the difference of test accuracies, its mean and 95 % t-interval, and a verdict ("better",
 "worse", "no detectable difference") read from that interval alone.
@@ -25,8 +26,6 @@ for free? ``holds``: the same pair at s* = 0.9 on textures, mnist5k and Fashion-
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -43,6 +42,7 @@ from benchmarks.bench_common import (
     machine_info,
     mean_std,
     now_iso,
+    paired_difference,
     write_report,
 )
 
@@ -73,12 +73,12 @@ class FrontierSettings:
 
 def _settings(mode: str) -> FrontierSettings:
     training = ACCURACY_SETTINGS[mode]
-    fashion = next(d for d in training.datasets if d.name == "fashion_mnist")
-    textures = next(d for d in training.datasets if d.name == "textures")
-    if mode == "smoke":
-        mnist = DatasetBudget("mnist5k", 16, 8, 8, epochs=1)
-    else:
-        mnist = DatasetBudget("mnist5k", 3000, 500, 1500, epochs=5)
+    # The paired statistics rest on the accuracy table's seeds and its paired seeds (its runs
+    # of the dense pair are reused).
+    training = replace(training, seeds=training.seeds + training.paired_seeds, paired_seeds=())
+    budgets = {d.name: d for d in training.datasets}
+    fashion, textures = budgets["fashion_mnist"], budgets["textures"]
+    mnist = budgets.get("mnist5k", DatasetBudget("mnist5k", 16, 8, 8, epochs=1))
     size = training.image_size
     holds = (
         ("textures", textures, size),
@@ -153,29 +153,6 @@ def summarise_holds(runs: list[dict], settings: FrontierSettings) -> list[dict[s
     return out
 
 
-def t_interval(differences: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t interval of paired differences (``nan`` width for n < 2)."""
-    from scipy import stats
-
-    n = len(differences)
-    mean = statistics.fmean(differences)
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(differences) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def verdict(low: float, high: float) -> str:
-    """What a paired interval says: 'better' / 'worse' only when it excludes zero."""
-    if math.isnan(low):
-        return "too few seeds"
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return "no detectable difference"
-
-
 def _side(runs: list[dict], target: float | None, side: str) -> dict[int, dict]:
     return {
         r["seed"]: r
@@ -206,21 +183,11 @@ def summarise(runs: list[dict], settings: FrontierSettings) -> list[dict[str, An
                 "prompt_sparsity_std": sp_std,
                 "tunable_params": next((r["prompt_params"] for r in by_seed.values()), None),
             }
-        shared = sorted(set(sides["method"]) & set(sides["baseline"]))
-        diffs = [
-            sides["method"][s]["test_accuracy"] - sides["baseline"][s]["test_accuracy"]
-            for s in shared
-        ]
-        if diffs:
-            mean, low, high = t_interval(diffs)
-            point["paired"] = {
-                "seeds": shared,
-                "differences": diffs,
-                "mean": mean,
-                "ci95": [low, high],
-                "wins": sum(d > 0 for d in diffs),
-                "verdict": verdict(low, high),
-            }
+        paired = paired_difference(
+            *({s: r["test_accuracy"] for s, r in sides[side].items()} for side in sides)
+        )
+        if paired:
+            point["paired"] = paired
         points.append(point)
     return points
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU speed benchmark: training-step ratios (LoRSP, LoR-VP, ANN twin, bare backbone) and images per
-# second on CUDA with AMP, ViT-B/16 from timm (random weights) at 224 px, batch 64. Writes
+# GPU speed benchmark: training-step ratios (LoRSP v2, LoR-VP, ANN twin, bare backbone) and images
+# per second on CUDA with AMP, ViT-B/16 from timm and EfficientNet-Lite0 (random weights) at 224 px,
+# batch 64. Writes
 # benchmarks/results/gpu.json and prints the table; finishes well under 6 minutes (hard limit
 # GPU_BENCH_LIMIT_S, default 330 s). Refuses without CUDA; `bash benchmarks/gpu.sh --cpu-dry-run`
 # checks the script on a CPU in seconds. Other arguments go to benchmarks.gpu_speed

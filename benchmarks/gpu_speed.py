@@ -1,14 +1,15 @@
 """Training-step ratios and images per second on CUDA with AMP (run by ``benchmarks/gpu.sh``).
 
 The same measurement as ``speed.py``'s training steps (``backbone`` with a gradient to the input,
-``lor_vp``, ``lorsp_ann``, ``lorsp``; one shared frozen backbone and linear probe; the same batch;
-interleaved repetitions, median), on a GPU: ViT-B/16 from timm with random weights at 224 px
-(weights do not change speed; nothing is downloaded), fp16 autocast with gradient scaling, and
-the peak CUDA memory of each step (``torch.cuda.max_memory_allocated``, reset before it).
+``lor_vp``, ``lorsp_ann``, ``lorsp`` (v2); one shared frozen backbone and linear probe; the same
+batch; interleaved repetitions, median), on a GPU, for each of two backbones at 224 px with random
+weights (weights do not change speed; nothing is downloaded): ViT-B/16 from timm and
+EfficientNet-Lite0; fp16 autocast with gradient scaling, and the peak CUDA memory of each step
+(``torch.cuda.max_memory_allocated``, reset before it).
 
 Without CUDA it refuses; ``--cpu-dry-run`` runs the identical code path on the CPU with a tiny
-timm model (``test_vit``) in seconds, to check the script, and writes ``gpu_dry_run.json``
-(never ``gpu.json``, so a dry run is never mistaken for GPU figures).
+timm model (``test_vit``) and Lite0 at 32 px in seconds, to check the script, and writes
+``gpu_dry_run.json`` (never ``gpu.json``, so a dry run is never mistaken for GPU figures).
 
     bash benchmarks/gpu.sh                                # GPU host, < 6 minutes
     .venv/bin/python -m benchmarks.gpu_speed --backbone resnet50 --batch 128
@@ -67,7 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--backbone", default="vit_base_patch16_224", help="any timm model name")
+    p.add_argument(
+        "--backbone",
+        nargs="+",
+        default=["vit_base_patch16_224", "efficientnet_lite0"],
+        help="timm model names (or efficientnet_lite0/1/2), measured one after the other",
+    )
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--reps", type=int, default=10)
@@ -81,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.cpu_dry_run:
-        args.backbone, args.image_size, args.batch = "test_vit", 32, 2
+        args.backbone, args.image_size, args.batch = ["test_vit", "efficientnet_lite0"], 32, 2
         args.reps, args.warmup, args.no_amp = 2, 1, True
     if args.json is None:
         args.json = RESULTS_DIR / ("gpu_dry_run.json" if args.cpu_dry_run else "gpu.json")
@@ -89,6 +95,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
+
+
+def _measure_backbone(backbone: str, args, device, amp: bool, log) -> dict[str, Any]:
+    """Step times of the four methods on ``backbone``, interleaved, with their peak memory."""
+    import torch
+
+    models = build_step_models(backbone, args.image_size, pretrained=False, device=device)
+    x, y = random_batch(args.batch, args.image_size, device)
+    steps = {n: make_step(model, opt, x, y, amp=amp) for n, (model, opt) in models.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    probe = CudaPeakProbe(device) if device.type == "cuda" else None
+    times, memory = time_interleaved(steps, args.reps, args.warmup, sync=sync, probe=probe)
+    medians = {n: median(ts) for n, ts in times.items()}
+    methods = {
+        n: {
+            "median_s": medians[n],
+            "times_s": times[n],
+            "images_per_second": args.batch / medians[n],
+            "tunable_params": models[n][0].prompter.num_tunable_parameters(),
+            **memory.get(n, {"peak_memory_mib": None}),
+        }
+        for n in times
+    }
+    for n, m in methods.items():
+        log(
+            f"{backbone:22s} {n:10s} {m['median_s'] * 1e3:9.2f} ms/step "
+            f"{m['images_per_second']:9.1f} img/s"
+        )
+    del models, steps
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "backbone": backbone,
+        "image_size": args.image_size,
+        "batch_size": args.batch,
+        "methods": methods,
+        "ratios": step_ratios(medians),
+    }
 
 
 def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
@@ -108,32 +152,14 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
         name = torch.cuda.get_device_name(device)
         torch.backends.cudnn.benchmark = True
     amp = not args.no_amp and device.type == "cuda"
-    models = build_step_models(args.backbone, args.image_size, pretrained=False, device=device)
-    x, y = random_batch(args.batch, args.image_size, device)
-    steps = {n: make_step(model, opt, x, y, amp=amp) for n, (model, opt) in models.items()}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    probe = CudaPeakProbe(device) if device.type == "cuda" else None
-    times, memory = time_interleaved(steps, args.reps, args.warmup, sync=sync, probe=probe)
-    medians = {n: median(ts) for n, ts in times.items()}
-    methods = {
-        n: {
-            "median_s": medians[n],
-            "times_s": times[n],
-            "images_per_second": args.batch / medians[n],
-            "tunable_params": models[n][0].prompter.num_tunable_parameters(),
-            **memory.get(n, {"peak_memory_mib": None}),
-        }
-        for n in times
-    }
-    for n, m in methods.items():
-        log(f"{n:10s} {m['median_s'] * 1e3:9.2f} ms/step {m['images_per_second']:9.1f} img/s")
+    step_time = [_measure_backbone(backbone, args, device, amp, log) for backbone in args.backbone]
     return {
         "benchmark": "gpu",
         "schema_version": SCHEMA_VERSION,
         "created": started_at,
         "machine": machine_info(),
         "settings": {
-            "backbone": args.backbone,
+            "backbones": list(args.backbone),
             "pretrained": False,
             "device": device.type,
             "device_name": name,
@@ -144,14 +170,7 @@ def run(args: argparse.Namespace, log=print) -> dict[str, Any]:
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
         },
-        "step_time": [
-            {
-                "image_size": args.image_size,
-                "batch_size": args.batch,
-                "methods": methods,
-                "ratios": step_ratios(medians),
-            }
-        ],
+        "step_time": step_time,
         "wall_seconds": time.perf_counter() - started,
     }
 
@@ -165,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_report(args.json, report)
     print(render_gpu(report))
-    ratios = report["step_time"][0]["ratios"]
-    print(
-        f"\nLoRSP / backbone {ratios['lorsp_over_backbone']:.2f}x, LoR-VP / backbone "
-        f"{ratios['lor_vp_over_backbone']:.2f}x, LoRSP / LoR-VP {ratios['lorsp_over_lor_vp']:.2f}x"
-    )
+    for entry in report["step_time"]:
+        ratios = entry["ratios"]
+        print(
+            f"\n{entry['backbone']}: LoRSP / backbone {ratios['lorsp_over_backbone']:.2f}x, "
+            f"LoR-VP / backbone {ratios['lor_vp_over_backbone']:.2f}x, LoRSP / LoR-VP "
+            f"{ratios['lorsp_over_lor_vp']:.2f}x"
+        )
     print(f"JSON: {args.json}")
     return 0
 

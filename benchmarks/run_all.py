@@ -6,6 +6,7 @@ side by side, because the speed ratios need the machine to themselves. The wall 
 stage and of the whole goes to ``benchmarks/results/run_all.json``.
 
     make bench                                          # = .venv/bin/python -m benchmarks.run_all
+    make bench-full                                     # = ... run_all --extended (64 px, 224 px, Lite2)
     .venv/bin/python -m benchmarks.run_all --fresh      # retrain every accuracy run
     .venv/bin/python -m benchmarks.run_all --full       # GPU host: larger accuracy settings
 """
@@ -29,6 +30,9 @@ from benchmarks.bench_common import (
     write_report,
 )
 
+#: The tables only ``make bench-full`` (``--extended``) adds, in the order they run.
+EXTENDED_TABLES = ("64px", "224px", "lite2")
+
 
 def children_cpu_seconds() -> float:
     """User + system CPU seconds of every finished, waited-for descendant (a stage and the
@@ -45,6 +49,18 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     smoke = ["--smoke"] if args.smoke else []
     runs = ["--runs-dir", str(args.runs_dir)]
     readmes = [part for readme in args.readme for part in ("--readme", str(readme))]
+
+    def table(name: str) -> tuple[str, list[str]]:
+        json_path = results / f"accuracy_{name}.json"
+        return (
+            f"accuracy_{name}",
+            benchmark_command("accuracy_table", "--table", name, "--json", str(json_path), *runs),
+        )
+
+    # The second head belongs to the headline; the extended tables run after the speed stage,
+    # so that make bench's own stages finish (and are timed) first.
+    headline_tables = [] if (args.full or args.smoke) else [table("ilm")]
+    extended_tables = [table(name) for name in EXTENDED_TABLES] if args.extended else []
     return [
         (
             "accuracy",
@@ -57,6 +73,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                 *(["--fresh"] if args.fresh else []),
             ),
         ),
+        *headline_tables,
         (
             "frontier",
             benchmark_command("frontier", *smoke, "--json", str(results / "frontier.json"), *runs),
@@ -68,6 +85,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
             ),
         ),
         ("speed", benchmark_command("speed", *smoke, "--json", str(results / "speed.json"))),
+        *extended_tables,
         (
             "update_readme",
             benchmark_command(
@@ -89,6 +107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="accuracy table at GPU-host settings")
     mode.add_argument("--smoke", action="store_true", help="seconds-long settings (tests)")
+    mode.add_argument(
+        "--extended",
+        action="store_true",
+        help="make bench-full: also the 64 px, 224 px and EfficientNet-Lite2 tables",
+    )
     p.add_argument("--fresh", action="store_true", help="retrain every accuracy run")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR / "accuracy")

@@ -43,6 +43,9 @@ START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
 PLOT_NAME = "accuracy_vs_params.png"
 FRONTIER_PLOT_NAME = "frontier.png"
+#: The further accuracy tables (``accuracy_table --table NAME``), in README order; a missing
+#: file is left out (``make bench`` writes ``ilm``, ``make bench-full`` the others).
+TABLE_FILES = {name: f"accuracy_{name}.json" for name in ("ilm", "64px", "224px", "lite2")}
 
 
 def read_report(path: Path, kind: str, required: bool) -> dict[str, Any] | None:
@@ -66,10 +69,14 @@ def results_block(
     plot_link: str | None,
     frontier: dict[str, Any] | None = None,
     energy: dict[str, Any] | None = None,
+    tables: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The markdown that goes between the markers (no markers, no trailing newline)."""
+    """The markdown that goes between the markers (no markers, no trailing newline);
+    ``tables`` are the further accuracy tables by name (:data:`TABLE_FILES`)."""
+    tables = tables or {}
     sources = (
         ["accuracy.json"]
+        + [TABLE_FILES[name] for name in tables]
         + ["frontier.json"] * (frontier is not None)
         + ["energy.json"] * (energy is not None)
         + ["speed.json"] * (speed is not None)
@@ -86,6 +93,9 @@ def results_block(
             f"![Test accuracy against tunable parameters; point size is prompt sparsity]"
             f"({plot_link})"
         )
+    for report in tables.values():
+        title = report["settings"].get("title") or report["settings"]["mode"]
+        parts += [f"### {title}", render_accuracy(report)]
     if frontier is not None:
         parts += ["### Sparsity frontier: LoRSP vs pruned LoR-VP", render_frontier(frontier)]
         if plot_link:
@@ -261,6 +271,11 @@ def update(
     energy = read_report(results_dir / "energy.json", "energy", required=False)
     speed = read_report(results_dir / "speed.json", "speed", required=False)
     gpu = read_report(results_dir / "gpu.json", "gpu", required=False)
+    tables = {
+        name: report
+        for name, file in TABLE_FILES.items()
+        if (report := read_report(results_dir / file, "accuracy", required=False)) is not None
+    }
     if gpu is not None and gpu["settings"].get("device") != "cuda":
         gpu = None  # a CPU dry run proves the script works; its numbers are not GPU figures
     texts = {}
@@ -270,7 +285,7 @@ def update(
         link = None if plot is None else os.path.relpath(plot.resolve(), readme.resolve().parent)
         texts[readme] = (
             readme.read_text(),
-            results_block(accuracy, speed, gpu, link, frontier, energy),
+            results_block(accuracy, speed, gpu, link, frontier, energy, tables),
         )
     new = {
         readme: replace_block(text, block, str(readme)) for readme, (text, block) in texts.items()

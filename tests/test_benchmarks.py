@@ -169,10 +169,66 @@ def test_settings_reject_bad_values():
 
 def test_default_budget_is_what_the_docs_state():
     default = accuracy_table.SETTINGS["default"]
-    assert [b.name for b in default.datasets] == ["fashion_mnist", "textures"]
+    assert [b.name for b in default.datasets] == ["fashion_mnist", "mnist5k", "textures"]
+    assert [b.secondary for b in default.datasets] == [False, False, True]
+    assert all(b.test_size >= 2000 for b in default.datasets if not b.secondary)
     assert len(default.seeds) >= 3 and default.prompters == bench_common.TABLE_PROMPTERS
-    assert set(bench_common.PROMPTERS) - set(default.prompters) == {"lorsp_v1"}
-    assert [b.steps(default.batch_size) for b in default.datasets] == [500, 192]
+    assert set(bench_common.PROMPTERS) - set(default.prompters) == {"lor_vp_pruned", "lorsp_v1"}
+    assert [b.steps(default.batch_size) for b in default.datasets] == [500, 474, 192]
+    # The paired comparison rests on at least five seeds; the other rows on three.
+    fashion, _, textures = default.datasets
+    assert default.row_seeds("lorsp", fashion) == default.row_seeds("lor_vp", fashion)
+    assert len(default.row_seeds("lorsp", fashion)) >= 5
+    assert default.row_seeds("vp_pad", fashion) == default.row_seeds("lorsp", textures) == (0, 1, 2)
+
+
+def test_table_rows_may_carry_prompter_options():
+    assert bench_common.split_variant("lorsp@grid=8,target_sparsity=0.9") == (
+        "lorsp",
+        {"grid": 8, "target_sparsity": 0.9},
+    )
+    assert bench_common.split_variant("lor_vp") == ("lor_vp", {})
+    with pytest.raises(bench_common.BenchmarkError, match="unknown prompter 'nope'"):
+        bench_common.split_variant("nope@grid=8")
+    with pytest.raises(bench_common.BenchmarkError, match="key=value"):
+        bench_common.split_variant("lorsp@grid")
+    table = accuracy_table.SETTINGS["64px"]
+    job = accuracy_table.make_job(
+        table, table.datasets[0], "lorsp@grid=8", 0, accuracy_table.RUNS_DIR
+    )
+    assert job["labels"]["row"] == "lorsp@grid=8"
+    assert job["config"]["prompter"] == "lorsp" and job["config"]["prompter_options"]["grid"] == 8
+    plain = accuracy_table.make_job(table, table.datasets[0], "lorsp", 0, accuracy_table.RUNS_DIR)
+    assert plain["out"] != job["out"]
+    with pytest.raises(bench_common.BenchmarkError, match="comparisons"):
+        accuracy_table.replace(table, comparisons=(("lorsp", "vp_pad"),))
+
+
+def test_paired_comparisons_use_only_the_shared_seeds():
+    settings = accuracy_table.replace(
+        accuracy_table.SETTINGS["smoke"], prompters=("lor_vp", "lorsp"), paired_seeds=(2,)
+    )
+
+    def run(row, seed, accuracy, dataset="fashion_mnist"):
+        return {
+            "dataset": dataset,
+            "prompter": row,
+            "row": row,
+            "seed": seed,
+            "test_accuracy": accuracy,
+        }
+
+    runs = [
+        run("lorsp", 0, 0.60), run("lor_vp", 0, 0.50),
+        run("lorsp", 1, 0.62), run("lor_vp", 1, 0.55),
+        run("lorsp", 2, 0.70), run("lor_vp", 2, 0.61),
+        run("lorsp", 3, 0.99),  # no lor_vp partner: left out
+        run("lorsp", 0, 0.10, dataset="textures"), run("lor_vp", 0, 0.90, dataset="textures"),
+    ]  # fmt: skip
+    (paired,) = accuracy_table.paired_comparisons(runs, settings)  # textures is secondary
+    assert paired["seeds"] == [0, 1, 2] and paired["wins"] == 3
+    assert paired["differences"] == pytest.approx([0.10, 0.07, 0.09])
+    assert paired["verdict"] == "better" and paired["ci95"][0] > 0
 
 
 def test_flags_override_settings_budgets_and_prompter_options():
@@ -473,14 +529,14 @@ def test_accuracy_smoke_run_writes_a_consistent_report(tmp_path, capsys):
 
 
 def test_paired_interval_and_verdict():
-    mean, low, high = frontier.t_interval([0.02, 0.03, 0.025])
+    mean, low, high = bench_common.t_interval([0.02, 0.03, 0.025])
     assert mean == pytest.approx(0.025)
     assert low == pytest.approx(0.025 - 4.302653 * 0.005 / math.sqrt(3), rel=1e-5)
     assert high == pytest.approx(2 * mean - low)
-    assert frontier.verdict(low, high) == "better"
-    assert frontier.verdict(-0.03, -0.01) == "worse"
-    assert frontier.verdict(-0.01, 0.02) == "no detectable difference"
-    assert frontier.verdict(*frontier.t_interval([0.1])[1:]) == "too few seeds"
+    assert bench_common.verdict(low, high) == "better"
+    assert bench_common.verdict(-0.03, -0.01) == "worse"
+    assert bench_common.verdict(-0.01, 0.02) == "no detectable difference"
+    assert bench_common.verdict(*bench_common.t_interval([0.1])[1:]) == "too few seeds"
 
 
 def test_frontier_pairs_each_target_with_the_pruned_baseline_on_shared_runs(tmp_path):
@@ -510,7 +566,7 @@ def test_frontier_row_of_a_single_seed_has_no_interval():
         "baseline_result": result,
         "paired": {"differences": [0.01], "mean": 0.01, "ci95": [None, None], "wins": 1},
     }
-    point["paired"]["verdict"] = frontier.verdict(*frontier.t_interval([0.01])[1:])
+    point["paired"]["verdict"] = bench_common.verdict(*bench_common.t_interval([0.01])[1:])
     (row,) = bench_common.frontier_rows({"points": [point]})
     assert row[6] == "+1.0 (– … –)" and row[8] == "too few seeds"
 
@@ -624,7 +680,37 @@ def test_gpu_sh_cpu_dry_run(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = bench_common.check_report(json.loads(out.read_text()), "gpu", out)
     assert report["settings"]["dry_run"] and report["settings"]["device"] == "cpu"
-    (entry,) = report["step_time"]
-    for m in entry["methods"].values():
-        assert m["images_per_second"] == pytest.approx(entry["batch_size"] / m["median_s"])
-    assert "LoRSP / backbone" in done.stdout
+    # Both backbones of the GPU run (a transformer and Lite0), each with the four methods.
+    assert [e["backbone"] for e in report["step_time"]] == ["test_vit", "efficientnet_lite0"]
+    for entry in report["step_time"]:
+        assert set(entry["methods"]) == {"backbone", "lor_vp", "lorsp_ann", "lorsp"}
+        for m in entry["methods"].values():
+            assert m["images_per_second"] == pytest.approx(entry["batch_size"] / m["median_s"])
+    assert "efficientnet_lite0: LoRSP / backbone" in done.stdout
+
+
+def test_update_readme_renders_the_further_tables_and_their_paired_verdicts(tmp_path):
+    results = _write_results(tmp_path / "results", _accuracy_report())
+    wide = copy.deepcopy(_accuracy_report())
+    wide["settings"]["title"] = "Resolution: 64 px"
+    wide["paired"] = [
+        {
+            "dataset": "fashion_mnist",
+            "method": "lorsp",
+            "baseline": "lor_vp",
+            **bench_common.paired_difference(
+                {0: 0.61, 1: 0.60, 2: 0.58}, {0: 0.60, 1: 0.62, 2: 0.57}
+            ),
+        }
+    ]
+    (results / update_readme.TABLE_FILES["64px"]).write_text(json.dumps(wide))
+    readme = tmp_path / "README.md"
+    readme.write_text(README_TEMPLATE)
+    assert (
+        update_readme.main(["--readme", str(readme), "--results-dir", str(results), "--no-plot"])
+        == 0
+    )
+    text = readme.read_text()
+    assert "### Resolution: 64 px" in text and "accuracy_64px.json" in text
+    assert "`lorsp` − `lor_vp`: +0.0 points (95 % CI" in text
+    assert "**no detectable difference**" in text
