@@ -11,12 +11,18 @@ is a :class:`NIRGraphError` naming the node and the problem; size limits and fil
 :mod:`exporters.validate`'s.
 
 Shapes never include the batch or time dimension. ``Flatten`` counts its ``start_dim`` and
-``end_dim`` in that unbatched shape, as ``nir``'s own type inference does.
+``end_dim`` in that unbatched shape, as ``nir``'s own type inference does. An ``Input`` or
+``Output`` node whose declared shape differs from its neighbour's only by size-1 dimensions (other
+tools write ``(1, n)`` for ``(n,)``) is accepted with a :class:`NIRShapeWarning`: an ``Input``
+takes data of its declared shape and passes it on in the shape its successors' parameters fix
+(a ``Linear``/``Affine`` weight, a ``Scale``/``Threshold``/``Delay`` array, a neuron population,
+a ``Flatten``'s declared input); an ``Output`` gives the shape entering it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,6 +44,24 @@ Shape = tuple[int, ...]
 
 class NIRGraphError(LorspError, ValueError):
     """A NIR graph is malformed; the message names the node and the problem."""
+
+
+class NIRShapeWarning(UserWarning):
+    """An Input or Output node's declared shape differs from its neighbour's by size-1 dims."""
+
+
+def differs_by_unit_dims(a: Shape, b: Shape) -> bool:
+    """Whether two different shapes are equal once their size-1 dimensions are dropped."""
+    return tuple(a) != tuple(b) and [n for n in a if n != 1] == [n for n in b if n != 1]
+
+
+def _accept_unit_dims(what: str, declared: Shape, neighbour: Shape, used: str) -> None:
+    warnings.warn(
+        f"{what}: declares shape {tuple(declared)}, its neighbour has {tuple(neighbour)}; they "
+        f"differ only by size-1 dimensions, so {used}",
+        NIRShapeWarning,
+        stacklevel=4,
+    )
 
 
 def node_label(name: str, node) -> str:
@@ -223,8 +247,49 @@ def _neuron_shape(name, node, in_shape: Shape) -> Shape:
 def _output_shape(name, node, in_shape: Shape) -> Shape:
     declared = (node.output_type or {}).get("output")
     if declared is not None:
-        _expect(in_shape, _shape_of(declared, node_label(name, node)), node_label(name, node))
+        what = node_label(name, node)
+        shape = _shape_of(declared, what)
+        if differs_by_unit_dims(shape, in_shape):
+            _accept_unit_dims(what, shape, in_shape, "the output has its input's shape")
+        else:
+            _expect(in_shape, shape, what)
     return tuple(in_shape)
+
+
+#: Node types whose input shape is the shape of one of their parameters.
+_ELEMENTWISE_FIELDS = {nir.Scale: "scale", nir.Threshold: "threshold", nir.Delay: "delay"}
+
+
+def _fixed_input_shape(node) -> Shape | None:
+    """The input shape ``node``'s parameters fix, or None when they do not (Conv, pooling)."""
+    if isinstance(node, (nir.Linear, nir.Affine)):
+        weight = np.shape(node.weight)
+        return (int(weight[1]),) if len(weight) == 2 else None
+    if type(node) in _ELEMENTWISE_FIELDS:
+        return tuple(int(n) for n in np.shape(getattr(node, _ELEMENTWISE_FIELDS[type(node)])))
+    if is_stateful(node):
+        try:
+            return population_shape(node)
+        except SemanticsError:
+            return None
+    declared = (getattr(node, "input_type", None) or {}).get("input")
+    if isinstance(node, nir.Flatten) and declared is not None:
+        return tuple(int(n) for n in np.atleast_1d(declared))
+    return None
+
+
+def _input_passes_on(graph: nir.NIRGraph, name: str, declared: Shape) -> Shape:
+    """The shape an Input node passes on: its declared shape, or its successors' when that differs
+    only by size-1 dimensions (module doc)."""
+    successors = [graph.nodes[dst] for src, dst in graph.edges if src == name]
+    fixed = {_fixed_input_shape(node) for node in successors} - {None}
+    if len(fixed) == 1:
+        (shape,) = fixed
+        if differs_by_unit_dims(declared, shape):
+            what = node_label(name, graph.nodes[name])
+            _accept_unit_dims(what, declared, shape, f"it passes its data on as {shape}")
+            return shape
+    return declared
 
 
 #: NIR node type → rule ``(name, node, input_shape) -> output_shape`` that also checks the node.
@@ -383,7 +448,8 @@ def infer_shapes(graph: nir.NIRGraph, order: GraphOrder | None = None) -> GraphS
             declared = (node.input_type or {}).get("input")
             if declared is None:
                 raise NIRGraphError(f"{node_label(name, node)}: has no shape")
-            outs[name] = ins[name] = _shape_of(declared, node_label(name, node))
+            ins[name] = _shape_of(declared, node_label(name, node))
+            outs[name] = _input_passes_on(graph, name, ins[name])
             continue
         rule = SHAPE_RULES.get(type(node))
         if rule is None:

@@ -33,6 +33,7 @@ from exporters.graph_rules import (
     recorded_dt,
 )
 from exporters.layers import Scale, SumPool2d, Threshold
+from exporters.overrides import with_reset_mode
 from exporters.semantics import NEURON_TYPES, DiscreteNeuron, SemanticsError, discretize
 from exporters.validate import DEFAULT_LIMITS, NIRLimits, load_nir, validate_graph
 
@@ -226,8 +227,8 @@ class ImportedGraph(nn.Module):
         self.dtype = dtype
         self.order = shapes.order
         self.node_types = {name: type(node).__name__ for name, node in graph.nodes.items()}
-        self.input_shapes = {
-            name: shapes.outputs[name]
+        self.input_shapes = {  # as declared; passed on as shapes.outputs (graph_rules doc)
+            name: shapes.inputs[name]
             for name, node in graph.nodes.items()
             if isinstance(node, nir.Input)
         }
@@ -326,7 +327,7 @@ class ImportedGraph(nn.Module):
             for name in self.order.order:
                 kind = self.node_types[name]
                 if kind == "Input":
-                    values[name] = data[name][t]
+                    values[name] = data[name][t].reshape(batch, *self.node_shapes[name])
                     continue
                 current = None
                 for src in self.order.predecessors[name]:
@@ -364,12 +365,15 @@ def import_nir(
     dt: float | None = None,
     dtype: torch.dtype = torch.float64,
     limits: NIRLimits = DEFAULT_LIMITS,
+    reset_mode: str | None = None,
 ) -> ImportedGraph:
     """Build a runnable :class:`ImportedGraph` from a NIR graph or file.
 
     ``dt`` (seconds) defaults to the graph's ``metadata["dt"]``; a graph with neurons and neither
-    raises :class:`NIRImportError`. Every check failure is a :class:`NIRImportError` naming the
-    node (and the file, when given a path).
+    raises :class:`NIRImportError`. ``reset_mode`` (``zero`` or ``subtract``, default: each
+    node's metadata) sets how every spiking neuron resets (:func:`exporters.overrides.
+    with_reset_mode`). Every check failure is a :class:`NIRImportError` naming the node (and the
+    file, when given a path).
     """
     try:
         if isinstance(source, (str, Path)):
@@ -378,6 +382,8 @@ def import_nir(
         else:
             graph = source
             shapes = validate_graph(graph, limits)
+        if reset_mode is not None:
+            graph = with_reset_mode(graph, reset_mode)
         dt_in_metadata = recorded_dt(graph)
     except NIRImportError:
         raise

@@ -45,6 +45,7 @@ class ExportResult:
     inputs: dict[str, str]
     outputs: dict[str, str]
     verify: dict[str, Any] | None = None
+    target: str = "nir"
 
     @property
     def matches(self) -> bool | None:
@@ -55,6 +56,13 @@ class ExportResult:
         return asdict(self)
 
 
+def host_cell(summary: dict) -> str:
+    """The Norse cell recorded in an exact or a portable file's host metadata."""
+    metadata = summary["metadata"]
+    host = metadata.get("lorsp") or metadata["lorsp_portable"]["lorsp"]
+    return host["cell"]
+
+
 def export_run(
     run_dir: str | Path,
     output: str | Path,
@@ -63,14 +71,18 @@ def export_run(
     verify: int = 0,
     verify_on: str = "random",
     seed: int = 0,
+    target: str = "nir",
 ) -> ExportResult:
     """Export the spiking prompter of ``run_dir`` to ``output`` and check it (module doc).
 
     ``verify`` images (0: no check) drawn as ``verify_on`` says; ``seed`` seeds random images.
+    ``target`` other than ``nir`` writes the portable graph for that tool
+    (:func:`exporters.portable.export_portable`), verified with the importer the same way.
     """
     import torch
 
-    from exporters.lorsp_export import export_lorsp, lorsp_host, verify_lorsp_export
+    from exporters.lorsp_export import lorsp_host, verify_lorsp_export
+    from exporters.portable import export_portable, portable_host, verify_portable
     from exporters.summary import summarize_graph
     from exporters.validate import load_nir, write_nir
     from lorsp_neuro.runs import load_run, load_test_images
@@ -79,10 +91,11 @@ def export_run(
         raise LorspError(f"verify_on must be one of {VERIFY_ON}, got {verify_on!r}")
     model, config = load_run(run_dir, checkpoint=checkpoint, device="cpu")
     prompter = model.prompter
-    path = write_nir(export_lorsp(prompter), output)
+    path = write_nir(export_portable(prompter, target), output)
     graph = load_nir(path)
     summary = summarize_graph(graph)
-    host = lorsp_host(graph)
+    portable = None if target == "nir" else portable_host(graph)
+    host = lorsp_host(graph) if portable is None else portable.lorsp
     result = ExportResult(
         run_dir=str(run_dir),
         checkpoint=checkpoint,
@@ -92,12 +105,13 @@ def export_run(
         dt=summary["metadata"]["dt"],
         steps=host.steps,
         presentation=host.presentation,
-        cell=summary["metadata"]["lorsp"]["cell"],
+        cell=host_cell(summary),
         grid=getattr(host, "grid", None),
         totals=summary["totals"],
         nodes=[(node["name"], node["type"]) for node in summary["nodes"]],
-        inputs=dict(host.inputs),
-        outputs=dict(host.outputs),
+        inputs=dict(host.inputs) if portable is None else {"packed": portable.input},
+        outputs=dict(host.outputs) if portable is None else {"packed": portable.output},
+        target=target,
     )
     if verify:
         if verify_on == "test":
@@ -105,5 +119,6 @@ def export_run(
         else:
             generator = torch.Generator().manual_seed(seed)
             images = torch.rand(verify, 3, *prompter.image_size, generator=generator)
-        result.verify = verify_lorsp_export(prompter, path, images.to(torch.float64))
+        verify_file = verify_lorsp_export if portable is None else verify_portable
+        result.verify = verify_file(prompter, path, images.to(torch.float64))
     return result

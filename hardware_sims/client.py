@@ -141,6 +141,25 @@ def run_lava_images(
     return _call_worker(graph_path, inputs, request, timeout, python)
 
 
+def run_netx(
+    netx_path: str | os.PathLike,
+    inputs: Mapping[str, np.ndarray],
+    steps: int,
+    record: Sequence[str] = ("spikes", "v"),
+    *,
+    timeout: float = 600.0,
+    python: str | os.PathLike | None = None,
+) -> LavaRunResult:
+    """Run a netx file (:mod:`hardware_sims.netx`) with lava-dl and with our own Lava processes.
+
+    ``inputs``: ``bias/<block>`` ``(images, size)`` bias mantissas and, for a streamed input,
+    ``payload`` ``(images, steps, n_in)`` integers. ``records["netx/<block>"]`` and
+    ``records["lava/<block>"]`` are ``(images, steps, size)``, aligned to the discrete model.
+    """
+    request = {"mode": "netx", "steps": steps, "record": list(record)}
+    return _call_worker(netx_path, inputs, request, timeout, python)
+
+
 def _call_worker(graph_path, inputs, request: dict, timeout: float, python) -> LavaRunResult:
     steps = request["steps"]
     if steps < 1:

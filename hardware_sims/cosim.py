@@ -15,7 +15,10 @@ for a checkpoint, the first ``images`` images of the run's test split; for a LoR
 seeded uniform random images; both presented as the file's host says
 (:meth:`LoRSPHost.host_inputs <exporters.lorsp_export.LoRSPHost>`: v2 presents descriptor, image
 and the constant-1 bias once, at step 0, and zeros after; v1 at every step). For any other graph:
-seeded uniform values in [0, 1) per step, or arrays the caller gives.
+seeded uniform values in [0, 1) per step, or arrays the caller gives. A NIR file may be given
+``dt`` (seconds; required when its metadata has none) and ``reset_mode`` (``zero`` or
+``subtract``, :func:`exporters.overrides.with_reset_mode`: NIR has no field for it); Lava's LIF
+has no subtractive reset, so :func:`cosimulate` refuses one, naming the node, before it starts Lava.
 
 Per layer and in total: ``spike_agreement`` (fraction of neuron-steps whose spike is equal),
 ``max_abs_v_diff`` (voltage after reset), spike counts, and SynOps per image counted from each
@@ -151,6 +154,7 @@ class Workload:
     labels: object = None
     model: object = None  # PromptedModel of a checkpoint
     host: object = None  # exporters.lorsp_export.LoRSPHost of a LoRSP graph
+    dt: float | None = None  # the simulation step given for a NIR file (None: its metadata's)
 
 
 def presented_inputs(host, images, steps: int | None = None) -> dict[str, np.ndarray]:
@@ -198,16 +202,29 @@ def prepare_workload(
     workdir: Path,
     seed: int = 0,
     inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    dt: float | None = None,
+    reset_mode: str | None = None,
 ) -> Workload:
-    """Resolve ``source`` (run directory or NIR file) into a graph file and shared inputs."""
+    """Resolve ``source`` (run directory or NIR file) into a graph file and shared inputs.
+
+    ``dt`` and ``reset_mode`` apply to a NIR file (module doc); the graph with ``reset_mode`` set
+    is written into ``workdir`` for Lava.
+    """
     import torch
 
     from exporters.lorsp_export import METADATA_KEY, export_lorsp, lorsp_host
+    from exporters.overrides import with_reset_mode
     from exporters.validate import load_nir, write_nir
 
     if images < 1:
         raise CosimError(f"images must be >= 1, got {images}")
     path = Path(source)
+    if is_run_dir(path) and (dt is not None or reset_mode is not None):
+        raise CosimError(
+            f"{path}: dt and reset_mode (--dt, --reset-mode) apply to NIR files; a run "
+            "directory's prompter has its own"
+        )
     if is_run_dir(path):
         from lorsp_neuro.runs import load_run, load_test_images
 
@@ -235,7 +252,10 @@ def prepare_workload(
         )
     if not path.is_file():
         raise CosimError(f"{path}: neither a run directory (with config.json) nor a NIR file")
-    graph = load_nir(path)
+    graph, graph_path = load_nir(path), path
+    if reset_mode is not None:
+        graph = with_reset_mode(graph, reset_mode)
+        graph_path = write_nir(graph, workdir / path.name)
     rng = np.random.default_rng(seed)
     if METADATA_KEY in (graph.metadata or {}):
         host = lorsp_host(graph)
@@ -243,15 +263,16 @@ def prepare_workload(
         x = torch.as_tensor(rng.uniform(0.0, 1.0, size=(images, 3, *host.image_size)))
         return Workload(
             str(path),
-            path,
+            graph_path,
             graph,
             steps,
             presented_inputs(host, x, steps),
             lorsp_input_ranges(host),
             images=x,
             host=host,
+            dt=dt,
         )
-    model = analyse(graph)
+    model = analyse(graph, dt)
     if steps is None:
         raise CosimError(f"{path}: not a LoRSP graph, so --steps must be given")
     if inputs is None:
@@ -261,7 +282,7 @@ def prepare_workload(
         }
     data = {n: np.asarray(v, np.float64) for n, v in inputs.items()}
     ranges = {n: float(np.max(np.abs(v), initial=0.0)) for n, v in data.items()}
-    return Workload(str(path), path, graph, steps, data, ranges)
+    return Workload(str(path), graph_path, graph, steps, data, ranges, dt=dt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,13 +349,15 @@ def norse_records(prompter, images, steps: int | None = None) -> dict[str, dict[
     return records
 
 
-def importer_records(graph, inputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+def importer_records(
+    graph, inputs: Mapping[str, np.ndarray], dt: float | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """Spikes and voltages of every neuron node from the NIR importer's module (float64)."""
     import torch
 
     from exporters.importer import import_nir
 
-    module = import_nir(graph, dtype=torch.float64)
+    module = import_nir(graph, dt=dt, dtype=torch.float64)
     data = {n: torch.as_tensor(np.swapaxes(v, 0, 1)) for n, v in inputs.items()}
     run = module(data, record=("spikes", "v"))
     return {
@@ -354,7 +377,7 @@ def torch_side(work: Workload) -> tuple[dict, str, float]:
         records = norse_records(work.model.prompter, work.images, work.steps)
         kind = "norse spiking_core (float64)"
     else:
-        records = importer_records(work.graph, work.inputs)
+        records = importer_records(work.graph, work.inputs, work.dt)
         kind = "exporters.importer (float64)"
     return records, kind, time.perf_counter() - started
 
@@ -415,12 +438,25 @@ def cosimulate(
     inputs: Mapping[str, np.ndarray] | None = None,
     timeout: float = 3600.0,
     keep_records: bool = False,
+    *,
+    dt: float | None = None,
+    reset_mode: str | None = None,
 ) -> CosimReport:
     """Run ``source`` (run directory or NIR file) in torch and in Lava; compare (module doc)."""
+    from hardware_sims.plan import build_plan
+
     if precision not in PRECISIONS:
         raise CosimError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     with tempfile.TemporaryDirectory(prefix="lorsp-cosim-") as tmp:
-        work = prepare_workload(source, images, steps, Path(tmp), seed, inputs)
+        work = prepare_workload(
+            source, images, steps, Path(tmp), seed, inputs, dt=dt, reset_mode=reset_mode
+        )
+        if work.model is None:  # a NIR file: what the Lava worker would refuse, refused here
+            try:
+                build_plan(analyse(work.graph, work.dt), work.steps)
+            except GraphError as exc:
+                given = f" (set by --reset-mode {reset_mode})" if reset_mode else ""
+                raise CosimError(f"{source}: Lava cannot run this graph: {exc}{given}") from None
         torch_rec, torch_kind, torch_s = torch_side(work)
         started = time.perf_counter()
         result = run_lava_images(
@@ -431,6 +467,7 @@ def cosimulate(
             precision=precision,
             input_ranges=work.input_ranges,
             timeout=timeout,
+            dt=work.dt,
         )
         lava_s = time.perf_counter() - started
     lava_rec = result.records
@@ -446,7 +483,7 @@ def cosimulate(
         )
         for node in lava_rec
     }
-    model = analyse(work.graph)
+    model = analyse(work.graph, work.dt)
     synops = {
         "torch": count_synops(
             model, {n: r["spikes"] for n, r in torch_rec.items()}, work.inputs
@@ -510,30 +547,37 @@ def activity(
     seed: int = 0,
     inputs: Mapping[str, np.ndarray] | None = None,
     timeout: float = 3600.0,
+    *,
+    dt: float | None = None,
 ) -> Activity:
     """Spikes of ``source`` from ``simulator``: ``torch`` (as :func:`cosimulate`'s torch side),
-    ``lava`` (float, through the worker) or ``reference`` (the numpy node-by-node model)."""
+    ``lava`` (float, through the worker) or ``reference`` (the numpy node-by-node model).
+    ``dt``: the simulation step of a NIR file without one in its metadata."""
     if simulator not in SIMULATORS:
         raise CosimError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
     with tempfile.TemporaryDirectory(prefix="lorsp-activity-") as tmp:
-        work = prepare_workload(source, images, steps, Path(tmp), seed, inputs)
+        work = prepare_workload(source, images, steps, Path(tmp), seed, inputs, dt=dt)
         started = time.perf_counter()
         if simulator == "torch":
             records, simulator, _ = torch_side(work)
             spikes = {n: r["spikes"] for n, r in records.items()}
         elif simulator == "lava":
-            result = run_lava_images(work.graph_path, work.inputs, work.steps, timeout=timeout)
+            result = run_lava_images(
+                work.graph_path, work.inputs, work.steps, timeout=timeout, dt=work.dt
+            )
             spikes = {n: r["spikes"] for n, r in result.records.items()}
             simulator = f"lava {result.status.get('lava_version')} floating_pt"
         else:
             from hardware_sims.reference import simulate_float
 
-            records = simulate_float(work.graph, work.inputs, work.steps, record=("spikes",))
+            records = simulate_float(
+                work.graph, work.inputs, work.steps, record=("spikes",), dt=work.dt
+            )
             spikes = {n: r["spikes"] for n, r in records.items()}
             simulator = "numpy reference (float64)"
         wall = time.perf_counter() - started
     return Activity(
-        work.graph, analyse(work.graph), spikes, work.inputs, simulator, wall, work.model
+        work.graph, analyse(work.graph, work.dt), spikes, work.inputs, simulator, wall, work.model
     )
 
 
@@ -543,7 +587,7 @@ def _fixed_reference_check(work: Workload, lava_rec: dict, status: dict) -> dict
     from hardware_sims.quantize import quantize_plan
     from hardware_sims.reference import simulate_fixed
 
-    plan = build_plan(analyse(work.graph), work.steps)
+    plan = build_plan(analyse(work.graph, work.dt), work.steps)
     fixed = quantize_plan(plan, work.input_ranges)
     reference = simulate_fixed(plan, fixed, work.inputs, record=("spikes",))
     mismatched = sum(

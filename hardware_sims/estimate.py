@@ -81,12 +81,14 @@ def estimate_energy(
     profiles_file: str | os.PathLike | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
     backbone: bool = True,
+    dt: float | None = None,
 ) -> EnergyEstimate:
     """SynOps and energy of ``source`` (run directory or NIR file) on ``images`` images.
 
     ``profiles``: profile names, or ``"all"`` for every profile (of ``profiles_file`` when
     given); ``simulator``: ``torch``, ``lava`` or ``reference`` (:func:`~hardware_sims.cosim.
-    activity`); ``backbone=False`` skips counting the backbone's MACs of a run.
+    activity`); ``backbone=False`` skips counting the backbone's MACs of a run; ``dt``: the
+    simulation step (seconds) of a NIR file whose metadata has none.
     """
     from hardware_sims.energy import load_profiles
 
@@ -96,7 +98,7 @@ def estimate_energy(
         names = [profiles] if isinstance(profiles, str) else list(profiles)
     chosen = {name: get_profile(name, profiles_file) for name in names}
     act = activity(
-        source, images=images, steps=steps, simulator=simulator, seed=seed, inputs=inputs
+        source, images=images, steps=steps, simulator=simulator, seed=seed, inputs=inputs, dt=dt
     )
     counts = count_synops(act.model, act.spikes, act.inputs)
     reports = {name: energy_report(act.graph, counts, p) for name, p in chosen.items()}

@@ -59,7 +59,10 @@ def simulation_dt(graph: nir.NIRGraph, dt: float | None = None) -> float:
         except NIRGraphError as exc:
             raise GraphError(str(exc)) from None
         if dt is None:
-            raise GraphError(f"the graph's metadata has no '{DT_KEY}'; pass dt explicitly")
+            raise GraphError(
+                f"the graph's metadata has no '{DT_KEY}'; pass dt explicitly "
+                "(lorsp cosim/energy: --dt SECONDS)"
+            )
     if not np.isfinite(dt) or dt <= 0:
         raise GraphError(f"dt must be finite and > 0, got {dt}")
     return float(dt)

@@ -178,6 +178,16 @@ def simulate(
     return records, info
 
 
+def run_fixed_plan(
+    plan: LavaPlan, fixed: FixedPlan, inputs, images: int, record: tuple[str, ...] = ("spikes",)
+) -> dict[str, dict[str, np.ndarray]]:
+    """Run a ready fixed-point plan (e.g. :mod:`hardware_sims.netx_backend`'s) for ``images``
+    images; per-group records ``(images·T + max_depth, size)`` in Lava's time base, as integers."""
+    _check_request("fixed_pt", record)
+    per_group, _ = _run(plan, fixed, inputs, images, plan.total_steps(images), record)
+    return per_group
+
+
 # --------------------------------------------------------------------------------------------
 
 

@@ -72,6 +72,13 @@ class SynOpsReport:
     def inactive_neuron_updates_per_image(self) -> float:
         return self.neuron_updates_per_image - self.active_neuron_updates_per_image
 
+    @property
+    def activation_sparsity(self) -> float:
+        """Neuron-steps without a spike over all neuron-steps, every population: one minus the
+        neuron-weighted mean of the firing rates (NeuroBench's ``ActivationSparsity``)."""
+        silent = self.neuron_updates_per_image - self.spikes_per_image
+        return silent / self.neuron_updates_per_image
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out.update(

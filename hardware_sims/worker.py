@@ -10,7 +10,11 @@ and the ``mode``:
 * ``images``: inputs ``{input_node: (images, steps, *shape)}``, images run back to back, records
   ``(images, steps, *node_shape)`` aligned to the discrete model
   (:func:`lava_backend.simulate_images`); ``input_ranges`` optionally bounds each input for
-  fixed point.
+  fixed point;
+* ``netx``: the file is a netx network (:mod:`hardware_sims.netx`), inputs ``bias/<block>``
+  ``(images, size)`` and ``payload`` ``(images, T, n_in)`` integers; run by lava-dl's
+  ``netx.hdf5.Network`` and by our own Lava processes (:func:`netx_backend.simulate_netx`),
+  records keyed ``netx/<block>`` and ``lava/<block>``.
 
 The worker writes ``result.npz`` (keys ``"<node>/<kind>"``) and ``status.json``; the status is
 written on failure too, with the error message, and the exit code is non-zero. From its start it
@@ -33,7 +37,7 @@ import numpy as np
 from hardware_sims.worker_protocol import SHARED_MEMORY_LIST
 from lorsp_neuro.io import write_json
 
-MODES = ("raw", "images")
+MODES = ("raw", "images", "netx")
 
 
 def _write_status(path: Path, status: dict) -> None:
@@ -85,7 +89,11 @@ def handle(workdir: Path) -> dict:
         precision=request.get("precision", "floating_pt"),
     )
     started = time.perf_counter()
-    if mode == "raw":
+    if mode == "netx":
+        from hardware_sims.netx_backend import simulate_netx
+
+        records, info = simulate_netx(graph_file, inputs, common["record"])
+    elif mode == "raw":
         records, info = simulate(graph_file, inputs, **common)
     else:
         records, info = simulate_images(

@@ -11,6 +11,8 @@ def _export(args) -> int:
     from exporters.run_export import export_run
     from lorsp_neuro.io import write_json
 
+    if args.format == "netx":
+        return _export_netx(args)
     result = export_run(
         args.run_dir,
         args.output,
@@ -18,6 +20,7 @@ def _export(args) -> int:
         verify=args.verify,
         verify_on=args.verify_on,
         seed=args.seed,
+        target=args.target,
     )
     totals = result.totals
     shown = "once" if result.presentation == "once" else "at every step"
@@ -25,6 +28,7 @@ def _export(args) -> int:
         f"wrote {result.path} ({result.bytes} bytes, {result.format}): {totals['nodes']} nodes, "
         f"{totals['spiking_neurons']} spiking neurons, {totals['parameters']} parameters, "
         f"dt={result.dt:g} s, T={result.steps}, inputs presented {shown}, {result.cell}"
+        + ("" if result.target == "nir" else f", portable for {result.target}")
     )
     if result.verify is not None:
         check = result.verify
@@ -35,6 +39,22 @@ def _export(args) -> int:
         )
     write_json(args.json, result.to_dict())
     return 1 if result.matches is False else 0
+
+
+def _export_netx(args) -> int:
+    from hardware_sims.netx_cosim import export_netx
+    from lorsp_neuro.io import write_json
+
+    result = export_netx(args.run_dir, args.output, checkpoint=args.checkpoint)
+    blocks = " → ".join(f"{b['name']} ({b['netx_type']}, {b['neurons']})" for b in result.blocks)
+    held = ", ".join(result.held) or "none"
+    print(
+        f"wrote {result.path} ({result.bytes} bytes, lava-dl netx): {blocks}; T={result.steps}, "
+        f"dt={result.dt:g} s; inputs folded into per-image biases: {held}. Check it with "
+        "`lorsp cosim RUN --backend netx`"
+    )
+    write_json(args.json, result.to_dict())
+    return 0
 
 
 def _nir_info(args) -> int:
@@ -63,8 +83,15 @@ def add_commands(subparsers, formatter) -> None:
         "ON/OFF pixel neurons and alpha. The prompt can be rebuilt from the file alone. "
         "--verify N re-reads the file and checks its spike trains and prompt against the "
         "prompter on N images: seeded random ones, or the run's first test images with "
-        "--verify-on test.\n\n"
-        "example:\n  lorsp export runs/lorsp-fmnist -o prompter.nir --verify 4 --json export.json",
+        "--verify-on test. --target snntorch|norse|rockpool writes a portable graph those "
+        "tools load (one packed input and output, Linear and CubaLIF only, parameters in the "
+        "tool's conventions; docs/nir.md); the default, nir, is the exact graph. --format netx "
+        "writes the spiking core as a lava-dl netx network (HDF5, netx.hdf5.Network), its inputs "
+        "folded into per-image neuron biases, in Loihi integers; a design netx cannot express is "
+        "refused naming the node (docs/nir.md).\n\n"
+        "example:\n  lorsp export runs/lorsp-fmnist -o prompter.nir --verify 4 --json export.json"
+        "\n  lorsp export runs/lorsp-fmnist -o prompter-snntorch.nir --target snntorch"
+        "\n  lorsp export runs/lorsp-fmnist -o prompter.net --format netx",
         formatter_class=formatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by lorsp train")
@@ -87,6 +114,19 @@ def add_commands(subparsers, formatter) -> None:
     )
     p.add_argument(
         "--seed", type=integer_at_least(0), default=0, help="seed of the random verification images"
+    )
+    p.add_argument(
+        "--target",
+        choices=("nir", "snntorch", "norse", "rockpool"),
+        default="nir",
+        help="nir: the exact graph; a tool name: the portable graph that tool's NIR import loads",
+    )
+    p.add_argument(
+        "--format",
+        choices=("nir", "netx"),
+        default="nir",
+        help="nir: a NIR graph (see --target); netx: a lava-dl netx network (--verify, --target "
+        "do not apply; check it with lorsp cosim --backend netx)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_export)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorsp_app.arguments import integer_at_least
+from exporters.overrides import RESET_OPTIONS
+from lorsp_app.arguments import integer_at_least, positive_float
 from lorsp_neuro.io import write_json
 
 PROFILES_HELP = "hardware profile name, or 'all' (see `lorsp hw-profiles`)"
@@ -13,6 +14,8 @@ PROFILES_HELP = "hardware profile name, or 'all' (see `lorsp hw-profiles`)"
 def _cosim(args) -> int:
     from hardware_sims.cosim import cosimulate
 
+    if args.backend == "netx":
+        return _cosim_netx(args)
     report = cosimulate(
         args.source,
         images=args.images,
@@ -21,6 +24,8 @@ def _cosim(args) -> int:
         seed=args.seed,
         timeout=args.timeout,
         keep_records=bool(args.raster),
+        dt=args.dt,
+        reset_mode=args.reset_mode,
     )
     if args.raster:
         from hardware_sims.plots import spike_raster_plot
@@ -71,6 +76,58 @@ def _cosim(args) -> int:
     return 0 if exact else 1
 
 
+def _cosim_netx(args) -> int:
+    from hardware_sims.netx_cosim import netx_cosimulate
+
+    if args.fixed_point or args.raster:
+        from lorsp_neuro.errors import LorspError
+
+        raise LorspError("--backend netx runs netx's fixed point already and draws no raster")
+    report = netx_cosimulate(
+        args.source,
+        images=args.images,
+        steps=args.steps,
+        seed=args.seed,
+        timeout=args.timeout,
+        dt=args.dt,
+        reset_mode=args.reset_mode,
+    )
+    write_json(args.json, report.to_dict())
+    chain = " → ".join(f"{b['name']} ({b['netx_type']}, {b['neurons']})" for b in report.blocks)
+    print(
+        f"{report.source}: {report.images} image(s) × {report.steps} steps, lava-dl "
+        f"{report.versions['lava-dl']} netx.hdf5.Network ({chain})"
+    )
+    sides = (
+        ("our Lava fixed point", report.netx_vs_lava_fixed),
+        ("integer model", report.netx_vs_integer_model),
+        (f"float ({report.torch_side})", report.netx_vs_float),
+    )
+    for label, layers in sides:
+        for name, layer in layers.items():
+            v = "" if layer.max_abs_v_diff is None else f", max |Δv| {layer.max_abs_v_diff:.3g}"
+            print(
+                f"  netx vs {label:>22} {name:>14}: spike_agreement {layer.spike_agreement:.6f} "
+                f"({layer.mismatched_spikes} of {layer.neuron_steps} differ){v}"
+            )
+    synops = ", ".join(f"{side} {value:.6g}" for side, value in report.synops_per_image.items())
+    print(f"  SynOps per image (NIR graph): {synops}")
+    print(
+        f"  SynOps per image on the netx network (biases are free): netx "
+        f"{report.netx_synops_per_image['netx']:.6g}, float {report.netx_synops_per_image['float']:.6g}"
+    )
+    if report.prompt:
+        print(f"  prompt relative L1 difference, netx vs float: {report.prompt['relative_l1']}")
+    if report.accuracy:
+        acc = report.accuracy
+        print(
+            f"  accuracy on these {acc['images']} test images: float {acc['float']:.4f}, "
+            f"netx {acc['netx']:.4f} (change {acc['change']:+.4f})"
+        )
+    print(f"  netx bit-exact with our fixed point and the integer model: {report.bit_exact}")
+    return 0 if report.bit_exact else 1
+
+
 def _energy(args) -> int:
     from hardware_sims.estimate import estimate_energy
 
@@ -82,6 +139,7 @@ def _energy(args) -> int:
         simulator=args.simulator,
         seed=args.seed,
         profiles_file=args.profiles_file,
+        dt=args.dt,
     )
     if args.plot:
         from hardware_sims.plots import energy_bar_plot
@@ -158,7 +216,8 @@ def _add_cosim(subparsers, formatter) -> None:
         "voltage difference, spike counts, SynOps from both sides and wall times. Lava's one-step "
         "delay per connection is aligned. Exit status 1 when float spikes are not all equal.\n\n"
         "example:\n  lorsp cosim runs/lorsp-fmnist --images 4 --steps 8 --json cosim.json "
-        "--raster raster.png",
+        "--raster raster.png\n  lorsp cosim runs/lorsp-fmnist --images 8 --backend netx --json "
+        "netx.json",
         formatter_class=formatter,
     )
     p.add_argument("source", help="run directory (with config.json) or NIR file")
@@ -175,11 +234,36 @@ def _add_cosim(subparsers, formatter) -> None:
         "--seed", type=integer_at_least(0), default=0, help="seed of the random inputs (NIR files)"
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="Lava worker time limit (s)")
+    _add_dt(p)
+    p.add_argument(
+        "--reset-mode",
+        choices=tuple(RESET_OPTIONS),
+        help="NIR files: how every spiking neuron resets, for a producer that resets by "
+        "subtraction (NIR has no field for it; default: each node's metadata, else zero). "
+        "Lava has no subtractive reset and refuses it",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("lava", "netx"),
+        default="lava",
+        help="lava: the NIR file mapped by hardware_sims; netx: the prompter exported as a lava-dl "
+        "netx network, run by netx.hdf5.Network and compared with our fixed point, the integer "
+        "model and the float model (exit 1 unless bit-exact with our fixed point)",
+    )
     p.add_argument(
         "--raster", metavar="PNG", help="also draw both spike rasters of the most active image"
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_cosim)
+
+
+def _add_dt(p) -> None:
+    p.add_argument(
+        "--dt",
+        type=positive_float,
+        metavar="SECONDS",
+        help="NIR files: the simulation step, for a graph without metadata['dt']",
+    )
 
 
 def _add_energy(subparsers, formatter) -> None:
@@ -211,6 +295,7 @@ def _add_energy(subparsers, formatter) -> None:
     p.add_argument(
         "--seed", type=integer_at_least(0), default=0, help="seed of the random inputs (NIR files)"
     )
+    _add_dt(p)
     p.add_argument("--plot", metavar="PNG", help="bar plot of SNN vs ANN-twin energy per profile")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(handler=_energy)

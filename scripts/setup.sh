@@ -17,7 +17,12 @@ quiet() {
   if ! out=$("$@" 2>&1); then printf '%s\n' "$out" >&2; die "failed: $*"; fi
 }
 
-fingerprint() { cat "$1" pyproject.toml | sha256sum | cut -d' ' -f1; }
+# A lock's companion "<name>-nodeps.lock" (if any) is installed with --no-deps after it.
+nodeps_lock() { echo "${1%.lock}-nodeps.lock"; }
+fingerprint() {
+  local extra; extra=$(nodeps_lock "$1")
+  { cat "$1" pyproject.toml; [ ! -f "$extra" ] || cat "$extra"; } | sha256sum | cut -d' ' -f1
+}
 
 python_version_ok() {  # $1 interpreter, $2 wanted "3.10"
   "$1" -c "import sys; sys.exit(0 if '%d.%d' % sys.version_info[:2] == '$2' else 1)" >/dev/null 2>&1
@@ -63,6 +68,7 @@ make_env() {  # $1 dir, $2 python, $3 lock file, $4 editable spec
   [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
   quiet "$dir/bin/python" -m pip install --upgrade "pip<27"
   quiet "$dir/bin/python" -m pip install -r "$lock"
+  [ ! -f "$(nodeps_lock "$lock")" ] || quiet "$dir/bin/python" -m pip install --no-deps -r "$(nodeps_lock "$lock")"
   quiet "$dir/bin/python" -m pip install --no-deps -e "$spec"
   echo "$want" > "$stamp"
   log "$dir ready in $((SECONDS - started)) s ($(du -sh "$dir" | cut -f1))"
