@@ -15,6 +15,16 @@ flattened to 1-D in C order (NIR and torch both use ``(C, H, W)``).
 ``depth = 1 + max(depth(source))`` with ``depth(Input) = 0``. Lava delays every connection by one
 step, so a population of depth ``k`` runs ``k`` steps behind the discrete model; a connection from
 a shallower source must be held back ``extra_delay = depth(target) − 1 − depth(source)`` steps.
+
+*Recurrence* follows :func:`exporters.graph_rules.evaluation_order`: an edge out of a neuron that
+lies on a cycle carries the neuron's output of the previous step, so a connection between two
+populations of one strongly connected component (a self-loop included) is ``recurrent``. Lava's
+one-step ``Dense`` delay is exactly that step when source and target have the same depth, so every
+population of a component gets the component's depth, ``1 + max`` over the sources outside it, and
+a recurrent connection's ``extra_delay`` is ``depth(target) − depth(source) = 0``. When the graph
+has a loop every population is one step deeper still: the Lava plan needs the step before each
+window free (:mod:`hardware_sims.plan`). ``loops`` names one cycle per component, as
+``a → w_rec → a``. A cycle without a neuron is refused, naming it.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import nir
 import numpy as np
 import scipy.sparse
 
-from exporters.graph_rules import NIRGraphError, recorded_dt
+from exporters.graph_rules import NIRGraphError, _strongly_connected, recorded_dt
 from exporters.semantics import (
     DT_KEY,
     INTEGRATOR_TYPES,
@@ -306,6 +316,7 @@ class Connection:
     conv: Conv2dGeometry | None
     nodes: tuple[str, ...]
     extra_delay: int = 0
+    recurrent: bool = False  # on a loop: carries the source's spikes of the previous step
 
 
 @dataclass
@@ -318,6 +329,7 @@ class NetworkModel:
     depth: dict[str, int]
     order: list[str]  # populations, sources before targets
     unused: list[str] = field(default_factory=list)  # nodes that reach no population
+    loops: list[str] = field(default_factory=list)  # one cycle per recurrent component, named
 
     @property
     def max_depth(self) -> int:
@@ -381,16 +393,65 @@ def analyse(graph: nir.NIRGraph, dt: float | None = None) -> NetworkModel:
         n: _input_shape(node, n) for n, node in graph.nodes.items() if isinstance(node, nir.Input)
     }
     populations = _populations(graph.nodes, dt)
-    paths, biases, reached = _trace_paths(graph.nodes, successors, inputs, populations)
+    component, loops = _loops(graph.nodes, successors)
+    paths, biases, reached = _trace_paths(graph.nodes, successors, inputs, populations, component)
     connections = _compose_connections(paths, inputs, populations)
     order = _topological_order(populations, connections)
-    depth = _depths(inputs, order, connections)
+    depth = _depths(inputs, order, connections, lead=1 if loops else 0)
     unused = [
         n
         for n, node in graph.nodes.items()
         if n not in reached and n not in inputs and not isinstance(node, nir.Output)
     ]
-    return NetworkModel(dt, inputs, populations, connections, biases, depth, order, unused)
+    return NetworkModel(
+        dt, inputs, populations, connections, biases, depth, order, unused, list(loops.values())
+    )
+
+
+def _cycle(start: str, members: set[str], successors: dict[str, list[str]]) -> list[str]:
+    """A shortest cycle through ``start`` within ``members``: ``[start, …, start]``."""
+    parent: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for name in frontier:
+            for nxt in successors[name]:
+                if nxt not in members:
+                    continue
+                if nxt == start:
+                    path = [name]
+                    while path[-1] != start:
+                        path.append(parent[path[-1]])
+                    return [start, *reversed(path[:-1]), start] if name != start else [start] * 2
+                if nxt not in parent:
+                    parent[nxt] = name
+                    following.append(nxt)
+        frontier = following
+    return [start, start]
+
+
+def _loops(nodes: dict, successors: dict[str, list[str]]) -> tuple[dict[str, int], dict[int, str]]:
+    """Component of every node, and one named cycle per component that has one.
+
+    Raises naming the cycle when a component has no neuron to carry values between steps.
+    """
+    component = _strongly_connected(nodes, successors)
+    members: dict[int, list[str]] = {}
+    for name in nodes:
+        members.setdefault(component[name], []).append(name)
+    loops: dict[int, str] = {}
+    for comp, names in members.items():
+        if len(names) == 1 and names[0] not in successors[names[0]]:
+            continue
+        neurons = [n for n in names if is_neuron(nodes[n])]
+        cycle = " → ".join(_cycle((neurons or names)[0], set(names), successors))
+        if not neurons:
+            raise GraphError(
+                f"the loop {cycle} has no neuron; every cycle needs a spiking neuron (LIF, "
+                "CubaLIF, IF) to carry its values to the next step"
+            )
+        loops[comp] = cycle
+    return component, loops
 
 
 def _successors(graph: nir.NIRGraph) -> dict[str, list[str]]:
@@ -435,8 +496,10 @@ def _populations(nodes: dict, dt: float) -> dict[str, Population]:
     return populations
 
 
-#: ``(source, target population)`` → the paths between them: ``(matrix, conv, synapse nodes)``.
-Paths = dict[tuple[str, str], list[tuple[Matrix, Conv2dGeometry | None, tuple]]]
+#: ``(source, target population, recurrent)`` → the paths between them: ``(matrix, conv, synapse
+#: nodes)``. A path is recurrent when its first edge is (``exporters.graph_rules``: out of a neuron
+#: into a node of the neuron's own loop), so it carries the previous step.
+Paths = dict[tuple[str, str, bool], list[tuple[Matrix, Conv2dGeometry | None, tuple]]]
 
 
 def _trace_paths(
@@ -444,6 +507,7 @@ def _trace_paths(
     successors: dict[str, list[str]],
     inputs: dict[str, tuple[int, ...]],
     populations: dict[str, Population],
+    component: dict[str, int],
 ) -> tuple[Paths, dict[str, np.ndarray], set[str]]:
     """Walk forward from every source to the populations it reaches; return what was found.
 
@@ -463,12 +527,23 @@ def _trace_paths(
                 f"{pop.size} neurons (shape {pop.shape})"
             )
 
-    def walk(source, name, matrix, bias, shape, conv, trail, visiting):
-        """Follow edges forward from synapse node ``name`` until populations are reached."""
+    def walk(source, name, matrix, bias, shape, conv, trail, visiting, rec=None):
+        """Follow edges forward from synapse node ``name`` until populations are reached.
+
+        ``rec``: whether the path is recurrent; ``None`` at the source, decided by its first edge.
+        """
         for nxt in successors[name]:
             node = nodes[nxt]
+            hop_rec = rec
+            if rec is None:
+                hop_rec = source in populations and component[source] == component[nxt]
             if nxt in visiting and not is_neuron(node):
-                raise GraphError(f"node '{nxt}': a cycle without a neuron cannot be simulated")
+                plain = {n for n in visiting if not is_neuron(nodes[n])}
+                cycle = " → ".join(_cycle(nxt, plain, successors))
+                raise GraphError(
+                    f"the loop {cycle} has no neuron; every cycle needs a spiking neuron (LIF, "
+                    "CubaLIF, IF) to carry its values to the next step"
+                )
             if is_neuron(node):
                 reached.add(nxt)
                 what = f"'{source}'" if source else f"the bias of '{trail[0]}'"
@@ -476,7 +551,7 @@ def _trace_paths(
                 if source is None:
                     biases[nxt] = biases.get(nxt, 0.0) + np.asarray(bias).ravel()
                 else:
-                    paths.setdefault((source, nxt), []).append((matrix, conv, trail))
+                    paths.setdefault((source, nxt, hop_rec), []).append((matrix, conv, trail))
                 continue
             if isinstance(node, nir.Output):
                 continue
@@ -485,7 +560,7 @@ def _trace_paths(
             reached.add(nxt)
             if type(node) in PASS_THROUGH:
                 new_shape = PASS_THROUGH[type(node)](node, shape, nxt)
-                walk(source, nxt, matrix, bias, new_shape, conv, trail, visiting | {nxt})
+                walk(source, nxt, matrix, bias, new_shape, conv, trail, visiting | {nxt}, hop_rec)
                 continue
             mapped = SYNAPSE_MAPPERS[type(node)](node, shape, nxt)
             if source is None:
@@ -504,6 +579,7 @@ def _trace_paths(
                 new_conv,
                 (*trail, nxt),
                 visiting | {nxt},
+                hop_rec,
             )
             if mapped.bias is not None and nxt not in bias_walked:  # once, whatever the fan-in
                 bias_walked.add(nxt)
@@ -518,13 +594,14 @@ def _trace_paths(
 def _compose_connections(
     paths: Paths, inputs: dict[str, tuple[int, ...]], populations: dict[str, Population]
 ) -> list[Connection]:
-    """One connection per lone-Conv2d path, plus the sum of the other paths per (source, target)."""
+    """One connection per lone-Conv2d path, plus the sum of the other paths per (source, target)
+    and recurrence."""
     connections = []
-    for (source, target), found in paths.items():
+    for (source, target, rec), found in paths.items():
         plain = [(m, trail) for m, conv, trail in found if conv is None]
         for m, conv, trail in found:
             if conv is not None:
-                connections.append(Connection(source, target, m, conv, trail))
+                connections.append(Connection(source, target, m, conv, trail, recurrent=rec))
         if plain:
             n_in = inputs[source] if source in inputs else populations[source].shape
             weight = None
@@ -532,34 +609,53 @@ def _compose_connections(
                 m = m if m is not None else scipy.sparse.identity(numel(n_in), format="csr")
                 weight = m if weight is None else _add(weight, m)
             trail = tuple(dict.fromkeys(n for _, t in plain for n in t))
-            connections.append(Connection(source, target, weight, None, trail))
+            connections.append(Connection(source, target, weight, None, trail, recurrent=rec))
     return connections
 
 
 def _depths(
-    inputs: dict[str, tuple[int, ...]], order: list[str], connections: list[Connection]
+    inputs: dict[str, tuple[int, ...]],
+    order: list[str],
+    connections: list[Connection],
+    lead: int = 0,
 ) -> dict[str, int]:
-    """Synapse hops from the inputs to every population; sets each connection's ``extra_delay``."""
+    """Synapse hops from the inputs to every population; sets each connection's ``extra_delay``.
+
+    A recurrent connection asks ``depth(target) >= depth(source)``, any other one ``>= 1 +
+    depth(source)``; the smallest depths that satisfy all (relaxed until stable: ``order`` puts
+    the sources of non-recurrent connections first), plus ``lead`` for every population.
+    """
     depth = {name: 0 for name in inputs}
+    depth.update({name: 1 for name in order})
+    for _ in range(len(order) + 1):
+        changed = False
+        for name in order:
+            for c in connections:
+                if c.target == name:
+                    need = depth[c.source] + (0 if c.recurrent else 1)
+                    if need > depth[name]:
+                        depth[name], changed = need, True
+        if not changed:
+            break
     for name in order:
-        sources = [c.source for c in connections if c.target == name]
-        depth[name] = 1 + max((depth[s] for s in sources), default=0)
+        depth[name] += lead
     for conn in connections:
-        conn.extra_delay = depth[conn.target] - 1 - depth[conn.source]
+        conn.extra_delay = depth[conn.target] - (0 if conn.recurrent else 1) - depth[conn.source]
     return depth
 
 
 def _topological_order(populations: dict[str, Population], connections) -> list[str]:
-    preds = {name: {c.source for c in connections if c.target == name} for name in populations}
+    """Populations, the sources of every non-recurrent connection first."""
+    preds = {
+        name: {c.source for c in connections if c.target == name and not c.recurrent}
+        for name in populations
+    }
     order, done = [], set()
     pending = list(populations)
     while pending:
         ready = [p for p in pending if all(s in done or s not in populations for s in preds[p])]
         if not ready:
-            raise GraphError(
-                f"populations {sorted(pending)} form a recurrent loop; recurrent connections are "
-                "not supported (Lava and the discrete model would disagree on their delay)"
-            )
+            raise GraphError(f"populations {sorted(pending)} cannot be ordered")
         for p in ready:
             order.append(p)
             done.add(p)

@@ -5,8 +5,10 @@ time windows, graded sources; read its module doc for every mapping decision) an
 ``fixed_pt``, quantized by :mod:`hardware_sims.quantize`. This module only instantiates Lava
 processes from the plan, runs them and reads the records back:
 
-* a neuron group is a Lava ``LIFReset`` whose ``reset_interval`` is the image length ``T``: images
-  run back to back in one Lava run, each group reset at the start of its own window;
+* a neuron group is a Lava ``LIFReset`` whose ``reset_interval`` is the image window (``T``, or
+  ``T + 1`` for a graph with loops): images run back to back in one Lava run, each group reset at
+  the start of its own window; a recurrent connection is a plain ``Dense``/``Sparse`` from a group
+  to itself or to another group of its loop;
 * a synapse is a ``Dense``, a ``Sparse`` (mostly-zero matrices such as ``Scale``'s diagonal) or,
   in floating point, a Lava ``Conv`` for a lone ``Conv2d`` (NIR/torch ``(C, H, W)`` is reshaped and
   transposed to Lava's ``(X, Y, C) = (W, H, C)`` on the ports, and the kernel is flipped because
@@ -93,7 +95,7 @@ def simulate_images(
         ranges.update(input_ranges or {})
         fixed = quantize_plan(plan, ranges)
     width = sum(source_width(plan, k) for k in plan.sources) or 1
-    chunk = max(1, min(images, MAX_RUN_VALUES // (width * (steps + plan.max_depth))))
+    chunk = max(1, min(images, MAX_RUN_VALUES // (width * (plan.window + plan.max_depth))))
     started = time.perf_counter()
     parts: list[dict] = []
     timings = []
@@ -258,8 +260,8 @@ def _neuron_processes(plan: LavaPlan, fixed: FixedPlan | None, component: list[s
         g = plan.groups[name]
         common = dict(
             shape=(g.size,),
-            reset_interval=plan.steps,
-            reset_offset=(g.depth + 1) % plan.steps,
+            reset_interval=plan.window,
+            reset_offset=(g.depth + 1) % plan.window,
             name=name,
         )
         if fixed is None:

@@ -25,6 +25,14 @@ r"""The Lava network for a NIR graph, planned in numpy (no Lava import: testable
   ``p = (1 − d_v)(v_0 − r)`` at window step 0 and ``−(1 − d_u) p`` at step 1 (which takes ``p``
   back out of the decayed current). Lava's LIF has no subtractive reset: a node with
   ``reset_mode = "subtract"`` is refused.
+* **Recurrence.** A recurrent connection (:mod:`hardware_sims.graph`: source and target on one
+  loop, same depth) is a plain synapse: Lava's one-step delay is the previous step the discrete
+  model reads. Spikes of a window's last step would then reach the next window's step 0, where
+  the model reads zeros; so a graph with a loop gets windows of ``T + 1`` Lava steps
+  (``window``), and every group that a recurrent synapse reaches is driven down by
+  :data:`GAP_INHIBITION` at the spare step before each of its windows (a ``gap`` source), so it
+  cannot spike there; the window reset then clears ``u`` and ``v`` exactly. Floating point only:
+  :mod:`hardware_sims.quantize` refuses a plan with loops, naming them.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from hardware_sims.graph import Conv2dGeometry, GraphError, Matrix, NetworkModel
 MAX_GROUPS = 64
 CONSTANT = "__constant__"
 GROUP_PARAMS = ("du", "dv", "v_threshold", "v_reset")
+#: Input into a looped group at the spare step before its window: it cannot spike there.
+GAP_INHIBITION = 1e30
 
 
 @dataclass
@@ -67,8 +77,9 @@ class NeuronGroup:
 class GradedSource:
     """A Lava ``RingBuffer`` feeding graded values.
 
-    ``kind``: ``input`` (the Input node ``name``, delayed ``shift`` steps), ``constant`` (ones) or
-    ``pulse`` (two channels that are 1 at window steps 0 and 1 of groups of depth ``shift + 1``).
+    ``kind``: ``input`` (the Input node ``name``, delayed ``shift`` steps), ``constant`` (ones),
+    ``pulse`` (two channels that are 1 at window steps 0 and 1 of groups of depth ``shift + 1``)
+    or ``gap`` (1 at the spare step before each window of groups of depth ``shift + 1``).
     """
 
     kind: str
@@ -90,6 +101,7 @@ class Synapse:
     graded: bool
     conv: Conv2dGeometry | None = None  # lone Conv2d between whole populations, gain folded in
     label: str = ""
+    recurrent: bool = False  # carries the previous step's spikes (graph.Connection.recurrent)
 
 
 @dataclass
@@ -103,10 +115,15 @@ class LavaPlan:
     population_shapes: dict[str, tuple[int, ...]]
     input_shapes: dict[str, tuple[int, ...]]
     pulse_weights: dict[str, np.ndarray] = field(default_factory=dict)  # group → (n, 2)
+    loops: list[str] = field(default_factory=list)  # the graph's loops, named (graph.py)
+    window: int = 0  # Lava steps per image: steps, or steps + 1 with loops (module doc)
+
+    def __post_init__(self) -> None:
+        self.window = self.window or self.steps
 
     def total_steps(self, images: int) -> int:
         """Lava steps to run ``images`` images back to back (the last needs ``max_depth`` more)."""
-        return images * self.steps + self.max_depth
+        return images * self.window + self.max_depth
 
 
 def _split(model: NetworkModel, name: str) -> list[tuple[np.ndarray, tuple[float, ...]]]:
@@ -167,6 +184,12 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
         key = _graded_source(sources, "pulse", "window", g.depth - 1)
         label = f"initial voltage of {g.population}"
         synapses.append(Synapse(key, g.name, weight, True, None, label))
+    looped = {s.target for s in synapses if s.recurrent}
+    for name in sorted(looped):
+        g = groups[name]
+        key = _graded_source(sources, "gap", "window", g.depth - 1)
+        weight = np.full((g.size, 1), -GAP_INHIBITION)
+        synapses.append(Synapse(key, name, weight, True, None, f"window gap of {g.population}"))
     return LavaPlan(
         steps=steps,
         max_depth=model.max_depth,
@@ -177,6 +200,8 @@ def build_plan(model: NetworkModel, steps: int) -> LavaPlan:
         population_shapes={n: p.shape for n, p in model.populations.items()},
         input_shapes=dict(model.inputs),
         pulse_weights=pulse_weights,
+        loops=list(model.loops),
+        window=steps + 1 if model.loops else steps,
     )
 
 
@@ -224,6 +249,8 @@ def _connection_synapses(
         gain = pop.coeffs.input_gain.ravel()
         target_groups = [groups[g] for g in by_population[conn.target]]
         label = f"{conn.source} → {conn.target} ({', '.join(conn.nodes) or 'direct'})"
+        if conn.recurrent:
+            label += ", recurrent"
         conv = None
         if conn.conv is not None and len(target_groups) == 1 and np.all(gain == gain[0]):
             whole_source = conn.source in model.inputs or len(by_population[conn.source]) == 1
@@ -246,7 +273,9 @@ def _connection_synapses(
             for h in (groups[x] for x in by_population[conn.source]):
                 block = _cols(rows, h.index, source_pop.size)
                 if _nonzero(block):
-                    synapses.append(Synapse(h.name, g.name, block, False, conv, label))
+                    synapses.append(
+                        Synapse(h.name, g.name, block, False, conv, label, conn.recurrent)
+                    )
     return synapses
 
 
@@ -288,7 +317,7 @@ def source_width(plan: LavaPlan, key: str) -> int:
     src = plan.sources[key]
     if src.kind == "input":
         return int(np.prod(plan.input_shapes[src.name]))
-    return 1 if src.kind == "constant" else (2 if plan.steps > 1 else 1)
+    return 1 if src.kind in ("constant", "gap") else (2 if plan.steps > 1 else 1)
 
 
 def source_data(
@@ -297,19 +326,24 @@ def source_data(
     """The ``(width, total)`` array a graded source plays over ``total`` Lava steps.
 
     This is Lava's ``RingBuffer`` layout (time last). ``inputs[name]`` has shape ``(images, steps,
-    *shape)``; step ``s`` of image ``i`` is played at ``τ = iT + s + shift``.
+    *shape)``; step ``s`` of image ``i`` is played at ``τ = iW + s + shift`` (``W = window``).
     """
     src = plan.sources[key]
-    width = images * plan.steps + max(plan.max_depth, src.shift + 2)
+    window = plan.window
+    width = images * window + max(plan.max_depth, src.shift + 2)
     out = np.zeros((source_width(plan, key), width))
+    starts = np.arange(images) * window + src.shift
     if src.kind == "constant":
         out[:] = 1.0
     elif src.kind == "pulse":
         for channel in range(out.shape[0]):
-            out[channel, np.arange(images) * plan.steps + src.shift + channel] = 1.0
+            out[channel, starts + channel] = 1.0
+    elif src.kind == "gap":  # the step before each window, the first one's included
+        out[0, np.concatenate([starts[:1] - 1, starts + plan.steps]) if images else []] = 1.0
     else:
-        data = np.asarray(inputs[src.name], np.float64).reshape(images * plan.steps, -1)
-        out[:, src.shift : src.shift + images * plan.steps] = data.T
+        data = np.asarray(inputs[src.name], np.float64).reshape(images, plan.steps, -1)
+        columns = (starts[:, None] + np.arange(plan.steps)).ravel()
+        out[:, columns] = data.reshape(images * plan.steps, -1).T
     return out[:, :total]
 
 
@@ -343,13 +377,14 @@ def assemble(
 ) -> np.ndarray:
     """Put group records ``(total_steps, group.size)`` back into ``(images, T, *shape)``, aligned.
 
-    Group ``g`` of depth ``k`` shows step ``s`` of image ``i`` at Lava step ``iT + s + k``.
+    Group ``g`` of depth ``k`` shows step ``s`` of image ``i`` at Lava step ``iW + s + k``.
     """
     shape = plan.population_shapes[population]
     first = per_group[plan.by_population[population][0]]
     flat = np.zeros((images, plan.steps, int(np.prod(shape))), dtype=first.dtype)
     for gname in plan.by_population[population]:
         g = plan.groups[gname]
-        rows = per_group[gname][g.depth : g.depth + images * plan.steps]
-        flat[:, :, g.index] = rows.reshape(images, plan.steps, g.size)
+        rows = per_group[gname][g.depth : g.depth + images * plan.window]
+        rows = rows.reshape(images, plan.window, g.size)[:, : plan.steps]
+        flat[:, :, g.index] = rows
     return flat.reshape(images, plan.steps, *shape)

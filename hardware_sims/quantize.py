@@ -164,6 +164,11 @@ def quantize_plan(plan: LavaPlan, input_ranges: dict[str, float]) -> FixedPlan:
 
     ``input_ranges[name]`` bounds ``|x|`` of each Input node; values beyond it are clipped.
     """
+    if plan.loops:
+        raise GraphError(
+            f"the recurrent loop {plan.loops[0]} runs in floating point only: its window gap "
+            "(hardware_sims.plan) has no fixed-point counterpart yet; use precision floating_pt"
+        )
     source_ranges = {}
     for key, src in plan.sources.items():
         if src.kind == "input":

@@ -6,8 +6,10 @@ Runs in both environments (numpy, scipy, nir). Two models:
   :mod:`exporters.semantics`: at every step each node, in topological order, gets the sum of its
   predecessors' outputs at that step (``Affine``: ``W x + b``; ``Linear``; ``Scale``; ``Conv2d``
   as torch's cross-correlation; ``Flatten``); neuron nodes are stepped with
-  :func:`exporters.semantics.step`. There is no delay: this is the model both the torch importer
-  and Lava (after alignment) must reproduce. It shares only the per-node matrices with the Lava
+  :func:`exporters.semantics.step`. There is no delay but on loops: an edge out of a neuron on a
+  cycle carries its output of the previous step (:func:`exporters.graph_rules.evaluation_order`,
+  as the torch importer). This is the model both the torch importer and Lava (after alignment)
+  must reproduce. It shares only the per-node matrices with the Lava
   mapper, not the path composition, grouping, delays or windows.
 * :func:`simulate_fixed` steps the integer model of :mod:`hardware_sims.quantize` on a
   :class:`~hardware_sims.plan.LavaPlan`, operation for operation as Lava's bit-accurate ``LIF``
@@ -28,6 +30,7 @@ import nir
 import numpy as np
 import scipy.sparse
 
+from exporters.graph_rules import NIRGraphError, evaluation_order
 from exporters.semantics import step
 from hardware_sims.graph import (
     PASS_THROUGH,
@@ -49,19 +52,14 @@ from hardware_sims.quantize import (
 )
 
 
-def _node_order(graph: nir.NIRGraph) -> list[str]:
-    preds = {n: [s for s, d in graph.edges if d == n] for n in graph.nodes}
-    order, done = [], set()
-    pending = [n for n in graph.nodes if not isinstance(graph.nodes[n], nir.Output)]
-    while pending:
-        ready = [n for n in pending if all(p in done for p in preds[n])]
-        if not ready:
-            raise GraphError(f"nodes {sorted(pending)} form a cycle; recurrence is not supported")
-        for n in ready:
-            order.append(n)
-            done.add(n)
-            pending.remove(n)
-    return order
+def _node_order(graph: nir.NIRGraph) -> tuple[list[str], frozenset[tuple[str, str]]]:
+    """Evaluation order within a step (Output nodes left out) and the recurrent edges."""
+    try:
+        found = evaluation_order(graph)
+    except NIRGraphError as exc:
+        raise GraphError(str(exc)) from None
+    order = [n for n in found.order if not isinstance(graph.nodes[n], nir.Output)]
+    return order, found.recurrent
 
 
 def _matmul(matrix, x: np.ndarray) -> np.ndarray:
@@ -81,9 +79,10 @@ def simulate_float(
     """Step ``graph`` node by node in float64 (see module doc)."""
     model = analyse(graph, dt)
     images = _check(model, inputs, steps)
-    order = _node_order(graph)
+    order, recurrent = _node_order(graph)
     preds = {n: [s for s, d in graph.edges if d == n] for n in graph.nodes}
     shapes: dict[str, tuple[int, ...]] = dict(model.inputs)
+    shapes.update({p: pop.shape for p, pop in model.populations.items()})
     maps = {}
     for name in order:
         node = graph.nodes[name]
@@ -107,6 +106,9 @@ def simulate_float(
         p: {k: np.zeros((images, steps, pop.size)) for k in record}
         for p, pop in model.populations.items()
     }
+    previous = {
+        p: np.zeros((images, model.populations[p].size)) for p in {src for src, _ in recurrent}
+    }
     for t in range(steps):
         values: dict[str, np.ndarray] = {
             n: np.asarray(inputs[n], np.float64)[:, t].reshape(images, -1) for n in model.inputs
@@ -114,7 +116,11 @@ def simulate_float(
         for name in order:
             if name in model.inputs:
                 continue
-            arriving = [values[p] for p in preds[name] if p in values]
+            arriving = [
+                previous[p] if (p, name) in recurrent else values[p]
+                for p in preds[name]
+                if p in values or (p, name) in recurrent
+            ]
             if not arriving:
                 continue
             total = arriving[0] if len(arriving) == 1 else np.sum(arriving, axis=0)
@@ -132,6 +138,7 @@ def simulate_float(
                 values[name] = out + maps[name].bias if maps[name].bias is not None else out
             else:
                 values[name] = total
+        previous = {p: values.get(p, previous[p] * 0) for p in previous}
     return {
         p: {
             k: (a.astype(bool) if k == "spikes" else a).reshape(images, steps, *pop.shape)

@@ -173,11 +173,11 @@ def lorsp_v1_seed() -> nir.NIRGraph:
     return export_lorsp(prompter)
 
 
-#: Seed name → (builder, the consumers that refuse the valid seed: hardware_sims has no recurrence).
+#: Seed name → (builder, the consumers that refuse the valid seed).
 SEED_BUILDERS = {
     "chain": (chain_seed, []),
     "conv": (conv_seed, []),
-    "recurrent": (recurrent_seed, ["analyse"]),
+    "recurrent": (recurrent_seed, []),
     "lorsp": (lorsp_seed, []),
     "lorsp_v1": (lorsp_v1_seed, []),
 }
