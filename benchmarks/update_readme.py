@@ -17,7 +17,6 @@ against tunable parameters with the point size set by prompt sparsity
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ from benchmarks.bench_common import (
     render_speed,
 )
 from lorsp_neuro.errors import LorspError
-from lorsp_neuro.io import atomic_write_bytes, atomic_write_text
+from lorsp_neuro.io import atomic_write_text, write_figure
 
 START_MARKER = "<!-- results:start -->"
 END_MARKER = "<!-- results:end -->"
@@ -125,16 +124,13 @@ def replace_block(text: str, block: str, source: str) -> str:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (a stopped run never leaves half an image)."""
+    """Write ``fig`` as PNG to ``path`` atomically and close it."""
     import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    try:
+        return write_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_accuracy_vs_params(report: dict[str, Any], path: Path) -> Path:

@@ -6,11 +6,12 @@ matplotlib with the Agg backend (no display needed); every function writes one P
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from lorsp_neuro.io import write_figure
 
 
 def _pyplot():
@@ -20,20 +21,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def energy_bar_plot(reports: Sequence, path: str | os.PathLike, title: str = "") -> Path:
@@ -70,7 +57,7 @@ def energy_bar_plot(reports: Sequence, path: str | os.PathLike, title: str = "")
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_ylim(top=ax.get_ylim()[1] * 3)
     try:
-        return _save(fig, path)
+        return write_figure(fig, path)
     finally:
         plt.close(fig)
 
@@ -148,6 +135,6 @@ def spike_raster_plot(
     fig.suptitle(title or f"Spike raster, image {image}", fontsize=10, x=0.02, ha="left")
     fig.tight_layout()
     try:
-        return _save(fig, path)
+        return write_figure(fig, path)
     finally:
         plt.close(fig)

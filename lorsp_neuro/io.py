@@ -6,11 +6,14 @@
 - :func:`json_ready`: numpy scalars and arrays, tuples, paths and bytes as plain JSON types, and
   non-finite floats as ``null`` so every file stays standard JSON (``NaN`` is not JSON);
 - :func:`write_json`: both together; ``path=None`` writes nothing, so a command's optional
-  ``--json FILE`` is one call.
+  ``--json FILE`` is one call;
+- :func:`write_figure`: a matplotlib figure as a PNG, atomically (matplotlib is not imported here:
+  the figure draws itself into memory first).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -92,3 +95,14 @@ def write_json(path: str | Path | None, payload: Any) -> None:
     """Write ``payload`` as JSON to ``path`` atomically; ``path=None`` writes nothing."""
     if path is not None:
         atomic_write_text(path, json_text(payload))
+
+
+def write_figure(fig, path: str | Path, *, dpi: int = 150) -> Path:
+    """Write matplotlib ``fig`` as PNG to ``path`` atomically (a stopped run never leaves half an
+    image); the folder is made if needed. The caller closes the figure."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
